@@ -1,0 +1,214 @@
+//! Consume queues: the per-queue indexes of the commit log, written by the dispatcher.
+//!
+//! One queue per (topic, queue id) under `consumequeue/<topic>/<queue id>/`, and one per delay
+//! level under `consumequeue/__delay/<level>/` (RocketMQ's `SCHEDULE_TOPIC_XXXX`). All are
+//! derived data: recovery truncates or rebuilds them from the commit log, the truth.
+
+pub mod entry;
+mod queue;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+pub use queue::ConsumeQueue;
+
+use crate::error::{Error, Result};
+use crate::io::FileSystem;
+
+/// Directory of all consume queues inside the store directory.
+pub const CONSUME_QUEUE_DIR: &str = "consumequeue";
+/// Directory (inside [`CONSUME_QUEUE_DIR`]) of the delay-level queues.
+pub const DELAY_DIR: &str = "__delay";
+
+/// Names a consume queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QueueKey {
+    /// The queue of a user topic.
+    Topic {
+        /// Topic name.
+        topic: String,
+        /// Queue id.
+        queue_id: u32,
+    },
+    /// The queue of a delay level (1-based).
+    DelayLevel(u8),
+}
+
+/// A borrowed [`QueueKey`], for lookups on the hot path without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRef<'a> {
+    /// The queue of a user topic.
+    Topic(&'a str, u32),
+    /// The queue of a delay level.
+    DelayLevel(u8),
+}
+
+impl QueueRef<'_> {
+    /// The owned key.
+    pub fn to_key(self) -> QueueKey {
+        match self {
+            QueueRef::Topic(topic, queue_id) => QueueKey::Topic {
+                topic: topic.to_owned(),
+                queue_id,
+            },
+            QueueRef::DelayLevel(level) => QueueKey::DelayLevel(level),
+        }
+    }
+}
+
+impl QueueKey {
+    /// The borrowed form.
+    pub fn as_ref(&self) -> QueueRef<'_> {
+        match self {
+            QueueKey::Topic { topic, queue_id } => QueueRef::Topic(topic, *queue_id),
+            QueueKey::DelayLevel(level) => QueueRef::DelayLevel(*level),
+        }
+    }
+}
+
+/// Directory of a queue relative to the store directory.
+pub fn queue_dir(store_dir: &Path, key: QueueRef<'_>) -> PathBuf {
+    let base = store_dir.join(CONSUME_QUEUE_DIR);
+    match key {
+        QueueRef::Topic(topic, queue_id) => base.join(topic).join(queue_id.to_string()),
+        QueueRef::DelayLevel(level) => base.join(DELAY_DIR).join(level.to_string()),
+    }
+}
+
+/// Every consume queue of a store, created on first use.
+#[derive(Debug)]
+pub struct ConsumeQueues {
+    store_dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    file_entries: u64,
+    topics: RwLock<HashMap<String, HashMap<u32, Arc<ConsumeQueue>>>>,
+    levels: RwLock<HashMap<u8, Arc<ConsumeQueue>>>,
+}
+
+impl ConsumeQueues {
+    /// An empty set; queues are opened by [`ConsumeQueues::open_existing`] or on first use.
+    pub fn new(fs: Arc<dyn FileSystem>, store_dir: &Path, file_entries: u64) -> Self {
+        ConsumeQueues {
+            store_dir: store_dir.to_path_buf(),
+            fs,
+            file_entries,
+            topics: RwLock::new(HashMap::new()),
+            levels: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Lists the queues present on disk (used by recovery).
+    pub fn list_on_disk(&self) -> Result<Vec<QueueKey>> {
+        let base = self.store_dir.join(CONSUME_QUEUE_DIR);
+        if !self.fs.exists(&base) {
+            return Ok(Vec::new());
+        }
+        let mut keys = Vec::new();
+        for topic in self.fs.list_dir(&base).map_err(|e| Error::io(&base, e))? {
+            let topic_dir = base.join(&topic);
+            let ids = self
+                .fs
+                .list_dir(&topic_dir)
+                .map_err(|e| Error::io(&topic_dir, e))?;
+            for id in ids {
+                if topic == DELAY_DIR {
+                    if let Ok(level) = id.parse::<u8>() {
+                        keys.push(QueueKey::DelayLevel(level));
+                    }
+                } else if let Ok(queue_id) = id.parse::<u32>() {
+                    if crate::topic::validate_topic(&topic).is_ok() {
+                        keys.push(QueueKey::Topic {
+                            topic: topic.clone(),
+                            queue_id,
+                        });
+                    }
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Opens a queue on its own, outside the set (recovery fixes it, then [`Self::insert`]s it).
+    pub fn open_detached(&self, key: QueueRef<'_>) -> Result<ConsumeQueue> {
+        ConsumeQueue::open(
+            self.fs.clone(),
+            &queue_dir(&self.store_dir, key),
+            self.file_entries,
+        )
+    }
+
+    /// Adds an opened queue to the set.
+    pub fn insert(&self, key: &QueueKey, queue: ConsumeQueue) -> Arc<ConsumeQueue> {
+        let queue = Arc::new(queue);
+        match key {
+            QueueKey::Topic { topic, queue_id } => {
+                self.topics
+                    .write()
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(*queue_id, queue.clone());
+            }
+            QueueKey::DelayLevel(level) => {
+                self.levels.write().insert(*level, queue.clone());
+            }
+        }
+        queue
+    }
+
+    /// The queue, if it exists.
+    pub fn get(&self, key: QueueRef<'_>) -> Option<Arc<ConsumeQueue>> {
+        match key {
+            QueueRef::Topic(topic, queue_id) => {
+                self.topics.read().get(topic)?.get(&queue_id).cloned()
+            }
+            QueueRef::DelayLevel(level) => self.levels.read().get(&level).cloned(),
+        }
+    }
+
+    /// The queue, created (directory and all) if missing.
+    pub fn get_or_create(&self, key: QueueRef<'_>) -> Result<Arc<ConsumeQueue>> {
+        if let Some(queue) = self.get(key) {
+            return Ok(queue);
+        }
+        let queue = self.open_detached(key)?;
+        let parent = queue_dir(&self.store_dir, key);
+        let parent = crate::io::parent_dir(&parent);
+        self.fs
+            .sync_dir(parent)
+            .map_err(|e| Error::io(parent, e))?;
+        Ok(self.insert(&key.to_key(), queue))
+    }
+
+    /// Every queue with its key, in key order.
+    pub fn all(&self) -> Vec<(QueueKey, Arc<ConsumeQueue>)> {
+        let mut out = Vec::new();
+        for (topic, queues) in self.topics.read().iter() {
+            for (queue_id, queue) in queues {
+                out.push((
+                    QueueKey::Topic {
+                        topic: topic.clone(),
+                        queue_id: *queue_id,
+                    },
+                    queue.clone(),
+                ));
+            }
+        }
+        for (level, queue) in self.levels.read().iter() {
+            out.push((QueueKey::DelayLevel(*level), queue.clone()));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Syncs every queue.
+    pub fn sync_all(&self) -> Result<()> {
+        for (_, queue) in self.all() {
+            queue.sync()?;
+        }
+        Ok(())
+    }
+}

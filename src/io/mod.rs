@@ -1,0 +1,137 @@
+//! The I/O seam: every byte the store reads or writes goes through [`FileSystem`] and
+//! [`MappedFile`]. The real implementation ([`RealFs`]) uses `std::fs` and memory maps; a
+//! simulated one can track what is durable and build the image a power loss would leave.
+//!
+//! Two kinds of file exist:
+//! - **mapped files** of a fixed length (commit-log segments, consume-queue files), appended in
+//!   place and synced by range;
+//! - **small files** (checkpoint, meta, consumer offsets), always replaced whole and atomically
+//!   with [`write_atomic`].
+//!
+//! This module never decides *what* to write; it only moves bytes and reports errors.
+
+mod mmap;
+mod real_fs;
+
+use std::fmt::Debug;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use real_fs::RealFs;
+
+/// A fixed-length file mapped for appending, shared by one writer and many readers.
+///
+/// The file is split at the *readable boundary*: bytes below it may be read and are never
+/// written again (except through [`MappedFile::reset_tail`], which needs exclusive access);
+/// bytes at or beyond it may be written and are never read. Implementations enforce this split
+/// so that safe callers cannot race a reader against a writer on the same bytes.
+pub trait MappedFile: Send + Sync + Debug {
+    /// Length of the file in bytes (fixed while open).
+    fn len_bytes(&self) -> u64;
+
+    /// The readable boundary.
+    fn readable_bytes(&self) -> u64;
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`. Fails with `InvalidInput` if the range
+    /// reaches past the readable boundary.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// Copies `bytes` into the file at `offset`. Fails with `InvalidInput` if `offset` is below
+    /// the readable boundary or the range reaches past the end of the file.
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+
+    /// Moves the readable boundary up to `readable_bytes` (never down; never past the end).
+    fn publish(&self, readable_bytes: u64);
+
+    /// Makes bytes `[offset, offset + len)` durable. A failure must be treated as fatal by
+    /// the caller (the store poisons itself).
+    fn sync_range(&self, offset: u64, len: u64) -> io::Result<()>;
+
+    /// Lowers the readable boundary to `readable_bytes` and zeroes everything after it (pages
+    /// that are already zero are left untouched). Only recovery calls it, before sharing.
+    fn reset_tail(&mut self, readable_bytes: u64) -> io::Result<()>;
+}
+
+/// How to open a mapped file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create a new zero-filled file of this many bytes (fails if it exists); readable boundary 0.
+    Create {
+        /// File length in bytes.
+        len_bytes: u64,
+    },
+    /// Open an existing file at its current length; the whole file is readable.
+    Existing,
+}
+
+/// File-system operations the store needs. Paths are absolute or relative to the process.
+pub trait FileSystem: Send + Sync + Debug {
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+
+    /// Names of the entries of a directory (files and directories), unsorted.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+
+    /// Whether a file or directory exists.
+    fn exists(&self, path: &Path) -> bool;
+
+    /// Length of a file in bytes.
+    fn file_len(&self, path: &Path) -> io::Result<u64>;
+
+    /// Opens a mapped file.
+    fn open_mapped(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn MappedFile>>;
+
+    /// Reads a whole small file.
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+
+    /// Creates or truncates `path`, writes `bytes`, and syncs the file's data.
+    fn write_file_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+
+    /// Renames `from` to `to`, replacing `to`. Durable only after [`FileSystem::sync_dir`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Removes a file. Durable only after [`FileSystem::sync_dir`].
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+
+    /// Makes the directory's entries (creates, renames, removes) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// Takes an exclusive lock on `path` (created if missing), held until the returned guard
+    /// is dropped. Returns `Ok(None)` if another holder has it, in this process or another.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>>;
+}
+
+/// Holds a lock taken by [`FileSystem::try_lock`] until dropped.
+pub trait LockGuard: Send + Sync + Debug {}
+
+/// Replaces `path` atomically: write a temporary sibling, sync it, rename it over `path`, sync
+/// the directory. After a crash `path` holds either the old or the new bytes, never a mix.
+pub fn write_atomic(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_sibling(path);
+    fs.write_file_synced(&tmp, bytes)?;
+    fs.rename(&tmp, path)?;
+    fs.sync_dir(parent_dir(path))
+}
+
+/// The temporary name [`write_atomic`] writes before renaming (`NAME.tmp`).
+pub fn temp_sibling(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// The directory holding `path` (`.` for a bare name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Error for a range check that a caller got wrong (a bug, never a disk fault).
+pub(crate) fn out_of_bounds(what: &str, offset: u64, len: u64, limit: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what} of {len} bytes at {offset} crosses boundary {limit}"),
+    )
+}

@@ -1,0 +1,85 @@
+//! # delaystore
+//!
+//! An embedded, persistent, crash-safe delayed-message store: RocketMQ's commit-log and
+//! consume-queue design, with its durability gaps closed.
+//!
+//! ## Data flow
+//!
+//! `put` -> [`commit_log`] (append-only mmap segments, every record CRC-checked and stamped with
+//! its own offset) -> [`dispatch`] (a thread tailing the log) -> [`consume_queue`] (20-byte
+//! entries per queue) -> `pull` -> consumer, who `commit_offset`s its progress.
+//! [`recovery`] rebuilds everything derived from the commit log when the store opens.
+//!
+//! ## Durability contract
+//!
+//! *Acknowledged* means a call returned `Ok` under a durability that promises survival of the
+//! failure in question:
+//!
+//! | acknowledged under | survives a process crash | survives power loss |
+//! |---|---|---|
+//! | [`SyncMode::Async`] / [`Durability::Buffered`] | yes | only what the flusher synced: at most `flush_interval_ms` (default 200 ms) of writes may be lost |
+//! | [`SyncMode::Sync`] / [`Durability::Sync`] | yes | yes |
+//!
+//! Whatever is lost is lost as a suffix: the recovered log is always a prefix of what was
+//! appended, and no record ever half-appears (every record carries a CRC over all its bytes and
+//! its own offset). After any failed `msync`/`fsync` the store is *poisoned*: every later write
+//! returns [`Error::Poisoned`] and nothing more is acknowledged until it is reopened, because
+//! the kernel may have dropped the dirty pages while reporting the retry as a success.
+//!
+//! **Visibility.** In [`SyncMode::Sync`] a consumer never sees a record that is not durable.
+//! In [`SyncMode::Async`] it may see a record that a power loss later removes.
+//!
+//! ## Fault model
+//!
+//! Process crash: the page cache survives. Power loss, per file and independently: synced
+//! ranges are intact; unsynced pages may keep old bytes, new bytes, zeros or garbage; unsynced
+//! creates, renames and removes may revert unless the directory was synced. Corruption (bit
+//! rot) is detected by CRCs and reported as [`Error::Corruption`] or a counted truncation;
+//! it is never delivered. See `docs/recovery.md` for every case recovery handles.
+//!
+//! ## Example
+//!
+//! ```
+//! use delaystore::{Message, Options, Store};
+//! # fn main() -> Result<(), delaystore::Error> {
+//! let dir = tempfile::tempdir().map_err(|e| delaystore::Error::Io { path: "tmp".into(), source: e })?;
+//! let options = Options { segment_bytes: 1 << 20, ..Options::default() };
+//! let store = Store::open(dir.path(), options)?;
+//! let receipt = store.put(&Message::new("orders", "close order 17").with_key("o-17"))?;
+//! store.flush()?;
+//! let messages = store.pull("orders", receipt.queue, 0, 10)?;
+//! assert_eq!(messages[0].body, b"close order 17");
+//! store.commit_offset("closer", "orders", receipt.queue, messages[0].queue_offset + 1)?;
+//! store.close()?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![warn(missing_docs)]
+
+mod bytes;
+pub mod checkpoint;
+pub mod clock;
+pub mod commit_log;
+pub mod consume_queue;
+pub mod consumer_offsets;
+pub mod dispatch;
+pub mod error;
+pub mod framed;
+pub mod io;
+pub mod message;
+pub mod meta;
+pub mod naming;
+pub mod options;
+pub mod recovery;
+pub mod signal;
+pub mod store;
+pub mod topic;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{DecodeError, Error, Result};
+pub use message::{Message, MessageId, PutReceipt, StoredMessage};
+pub use options::{Durability, Options, SyncMode};
+pub use recovery::RecoveryReport;
+pub use store::{ConsumerLag, Stats, Store};

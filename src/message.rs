@@ -1,0 +1,103 @@
+//! What producers put and consumers pull.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A message identifier: the commit-log offset of the record that stored it, unique within a
+/// store. Shown as 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub u64);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s, 16).map(MessageId)
+    }
+}
+
+/// A message to put.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// Target topic.
+    pub topic: String,
+    /// Target queue; `None` picks one from the key's hash, or round-robin without a key.
+    pub queue: Option<u32>,
+    /// Optional key (at most 1024 bytes).
+    pub key: Option<String>,
+    /// User properties.
+    pub properties: Vec<(String, String)>,
+    /// Payload.
+    pub body: Vec<u8>,
+}
+
+impl Message {
+    /// A message for `topic` with `body`.
+    pub fn new(topic: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
+        Message {
+            topic: topic.into(),
+            body: body.into(),
+            ..Message::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the queue.
+    pub fn with_queue(mut self, queue: u32) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// Adds a property.
+    pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// What a successful put returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutReceipt {
+    /// The message id.
+    pub id: MessageId,
+    /// Topic.
+    pub topic: String,
+    /// Queue chosen.
+    pub queue: u32,
+    /// Logical offset in that queue.
+    pub queue_offset: u64,
+    /// Store time in ms.
+    pub store_ms: u64,
+}
+
+/// A message as consumers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The message id.
+    pub id: MessageId,
+    /// Topic.
+    pub topic: String,
+    /// Queue.
+    pub queue: u32,
+    /// Logical offset in the queue (commit `offset + 1` after processing it).
+    pub queue_offset: u64,
+    /// Key, if any.
+    pub key: Option<String>,
+    /// User properties.
+    pub properties: Vec<(String, String)>,
+    /// Payload.
+    pub body: Vec<u8>,
+    /// Time the store accepted the message, in ms.
+    pub store_ms: u64,
+}

@@ -1,0 +1,119 @@
+//! The store's persistent settings (`meta`): what must stay the same for every process that
+//! opens the store, written at creation and whenever an open changes them (queue counts only
+//! grow). A JSON payload inside the common frame (magic `DSMT`, version, CRC).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DecodeError, Error, Result};
+use crate::framed::{frame, unframe};
+use crate::io::{write_atomic, FileSystem};
+use crate::options::Options;
+
+/// File name inside the store directory.
+pub const META_FILE: &str = "meta";
+/// `DSMT`.
+pub const META_MAGIC: u32 = u32::from_le_bytes(*b"DSMT");
+/// Store format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Queue count of a new store when the options do not say.
+pub const DEFAULT_QUEUE_COUNT: u32 = 4;
+
+/// The persistent settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreMeta {
+    /// Queue count of topics not listed in `topic_queue_counts`.
+    pub default_queue_count: u32,
+    /// Queue count per topic.
+    pub topic_queue_counts: BTreeMap<String, u32>,
+}
+
+impl StoreMeta {
+    /// The meta of a new store created with `options`.
+    pub fn for_new_store(options: &Options) -> Self {
+        StoreMeta {
+            default_queue_count: options.default_queue_count.unwrap_or(DEFAULT_QUEUE_COUNT),
+            topic_queue_counts: options.topic_queue_counts.clone(),
+        }
+    }
+
+    /// Applies the options of a reopen: counts may grow, never shrink. Returns whether
+    /// anything changed.
+    pub fn merge(&mut self, options: &Options) -> Result<bool> {
+        let mut changed = false;
+        let mut grow = |current: &mut u32, wanted: u32, what: &str| -> Result<()> {
+            if wanted < *current {
+                return Err(Error::InvalidOptions {
+                    name: "queue count",
+                    reason: format!("{what} has {current} queues; cannot shrink to {wanted}"),
+                });
+            }
+            if wanted > *current {
+                *current = wanted;
+                changed = true;
+            }
+            Ok(())
+        };
+        if let Some(wanted) = options.default_queue_count {
+            grow(&mut self.default_queue_count, wanted, "the default")?;
+        }
+        for (topic, wanted) in &options.topic_queue_counts {
+            let mut current = self.queue_count(topic);
+            grow(&mut current, *wanted, topic)?;
+            self.topic_queue_counts.insert(topic.clone(), current);
+        }
+        Ok(changed)
+    }
+
+    /// Queue count of a topic.
+    pub fn queue_count(&self, topic: &str) -> u32 {
+        self.topic_queue_counts
+            .get(topic)
+            .copied()
+            .unwrap_or(self.default_queue_count)
+    }
+
+    /// Encodes into the framed file bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain maps and integers cannot fail; an empty payload would be rejected
+        // on read rather than accepted.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        frame(META_MAGIC, FORMAT_VERSION, &json)
+    }
+
+    /// Decodes framed bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let payload = unframe(bytes, META_MAGIC, FORMAT_VERSION)?;
+        serde_json::from_slice(payload).map_err(|_| DecodeError::BadField { field: "meta json" })
+    }
+
+    /// Loads the meta of `dir`, if the store exists.
+    pub fn load(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(META_FILE);
+        if !fs.exists(&path) {
+            return Ok(None);
+        }
+        let bytes = fs.read_file(&path).map_err(|e| Error::io(&path, e))?;
+        match StoreMeta::decode(&bytes) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(DecodeError::BadVersion { found }) => Err(Error::UnsupportedVersion {
+                file: path,
+                found,
+                supported: FORMAT_VERSION,
+            }),
+            Err(kind) => Err(Error::Corruption {
+                file: path,
+                offset: 0,
+                kind,
+            }),
+        }
+    }
+
+    /// Writes the meta of `dir` atomically.
+    pub fn store(&self, fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+        let path = dir.join(META_FILE);
+        write_atomic(fs, &path, &self.encode()).map_err(|e| Error::io(path, e))
+    }
+}

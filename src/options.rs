@@ -1,0 +1,187 @@
+//! Options for opening a store. Every field states its unit, default and bounds;
+//! [`Options::validate`] checks them at open and names the offending field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::commit_log::record::HEADER_BYTES;
+use crate::error::{Error, Result};
+use crate::io::{FileSystem, RealFs};
+
+/// Smallest commit-log segment: 64 KiB.
+pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+/// Largest commit-log segment: 2 GiB (record lengths are 32-bit).
+pub const SEGMENT_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+/// Largest queue count of a topic.
+pub const QUEUE_COUNT_MAX: u32 = 1024;
+
+/// What the store does before acknowledging a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Acknowledge once the record is in the page cache (survives a process crash). A
+    /// background flusher syncs every `flush_interval_ms`, bounding the power-loss window in
+    /// time. Consumers may see records that are not yet durable.
+    Async,
+    /// Acknowledge only after `msync(MS_SYNC)` covered the record (survives power loss).
+    /// Concurrent puts share one sync (group commit). Consumers see only durable records.
+    Sync,
+}
+
+/// Per-call durability, for [`crate::Store::put_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Follow the store's [`SyncMode`].
+    Default,
+    /// Return once the record is in the page cache.
+    Buffered,
+    /// Return once the record is durable (group-committed sync).
+    Sync,
+}
+
+/// Options for [`crate::Store::open`].
+#[derive(Clone)]
+pub struct Options {
+    /// Size of each commit-log segment file, in bytes. Default 1 GiB; bounds
+    /// [`SEGMENT_BYTES_MIN`]..=[`SEGMENT_BYTES_MAX`]. May change between opens: each segment
+    /// keeps the size it was created with.
+    pub segment_bytes: u64,
+    /// Largest encoded record (64-byte header + topic + key + properties + body), in bytes.
+    /// Default `None`: 4 MiB, or a quarter of `segment_bytes` if smaller. Bounds:
+    /// 256 ..= `segment_bytes / 2`.
+    pub message_bytes_max: Option<u64>,
+    /// Durability of acknowledged writes. Default [`SyncMode::Async`].
+    pub sync_mode: SyncMode,
+    /// In async mode, the longest time an acknowledged record stays unsynced, in ms. Default
+    /// 200; bounds 1..=60_000.
+    pub flush_interval_ms: u64,
+    /// How often the checkpoint is rewritten while running, in ms. Default 1_000; bounds
+    /// 10..=600_000. Bounds the recovery scan after a crash to about this much log.
+    pub checkpoint_interval_ms: u64,
+    /// Entries per consume-queue file (20 bytes each). Default 300_000 (6 MB files); bounds
+    /// 64..=10_000_000. May change between opens.
+    pub consume_queue_file_entries: u64,
+    /// Queue count of topics not listed in `topic_queue_counts`. `None` keeps the count stored
+    /// with the store (4 when creating). Bounds 1..=[`QUEUE_COUNT_MAX`]; may grow between
+    /// opens, never shrink.
+    pub default_queue_count: Option<u32>,
+    /// Queue count per topic, overriding `default_queue_count`. Same bounds; merged into the
+    /// counts stored with the store.
+    pub topic_queue_counts: BTreeMap<String, u32>,
+    /// Source of time. Default [`SystemClock`]; tests inject a [`crate::ManualClock`].
+    pub clock: Arc<dyn Clock>,
+    /// File system. Default [`RealFs`]; tests may inject a simulated one.
+    pub fs: Arc<dyn FileSystem>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_bytes: 1024 * 1024 * 1024,
+            message_bytes_max: None,
+            sync_mode: SyncMode::Async,
+            flush_interval_ms: 200,
+            checkpoint_interval_ms: 1_000,
+            consume_queue_file_entries: 300_000,
+            default_queue_count: None,
+            topic_queue_counts: BTreeMap::new(),
+            clock: Arc::new(SystemClock),
+            fs: Arc::new(RealFs),
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("segment_bytes", &self.segment_bytes)
+            .field("message_bytes_max", &self.message_bytes_max)
+            .field("sync_mode", &self.sync_mode)
+            .field("flush_interval_ms", &self.flush_interval_ms)
+            .field("checkpoint_interval_ms", &self.checkpoint_interval_ms)
+            .field("consume_queue_file_entries", &self.consume_queue_file_entries)
+            .field("default_queue_count", &self.default_queue_count)
+            .field("topic_queue_counts", &self.topic_queue_counts)
+            .field("clock", &self.clock)
+            .field("fs", &self.fs)
+            .finish()
+    }
+}
+
+fn check(ok: bool, name: &'static str, reason: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidOptions {
+            name,
+            reason: reason(),
+        })
+    }
+}
+
+fn check_range(name: &'static str, value: u64, min: u64, max: u64) -> Result<()> {
+    check((min..=max).contains(&value), name, || {
+        format!("{value} is outside {min}..={max}")
+    })
+}
+
+impl Options {
+    /// Options with every default (see each field).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The effective `message_bytes_max`.
+    pub fn message_bytes_max(&self) -> u64 {
+        self.message_bytes_max
+            .unwrap_or_else(|| (4 * 1024 * 1024).min(self.segment_bytes / 4))
+    }
+
+    /// Checks every bound; the error names the first field out of bounds.
+    pub fn validate(&self) -> Result<()> {
+        check_range(
+            "segment_bytes",
+            self.segment_bytes,
+            SEGMENT_BYTES_MIN,
+            SEGMENT_BYTES_MAX,
+        )?;
+        check_range(
+            "message_bytes_max",
+            self.message_bytes_max(),
+            HEADER_BYTES as u64 * 4,
+            self.segment_bytes / 2,
+        )?;
+        check_range("flush_interval_ms", self.flush_interval_ms, 1, 60_000)?;
+        check_range(
+            "checkpoint_interval_ms",
+            self.checkpoint_interval_ms,
+            10,
+            600_000,
+        )?;
+        check_range(
+            "consume_queue_file_entries",
+            self.consume_queue_file_entries,
+            64,
+            10_000_000,
+        )?;
+        if let Some(count) = self.default_queue_count {
+            check_range(
+                "default_queue_count",
+                u64::from(count),
+                1,
+                u64::from(QUEUE_COUNT_MAX),
+            )?;
+        }
+        for (topic, count) in &self.topic_queue_counts {
+            crate::topic::validate_topic(topic)?;
+            check_range(
+                "topic_queue_counts",
+                u64::from(*count),
+                1,
+                u64::from(QUEUE_COUNT_MAX),
+            )?;
+        }
+        Ok(())
+    }
+}
