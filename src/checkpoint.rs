@@ -37,6 +37,8 @@ pub struct Checkpoint {
     /// Entry count of every consume queue for the records below `log_end_offset`; those entries
     /// are durable. A queue found shorter than this is damaged and rebuilt from the log.
     pub queue_counts: Vec<(QueueKey, u64)>,
+    /// Delivered count of every delay level for the records below `log_end_offset`.
+    pub level_cursors: Vec<(u8, u64)>,
 }
 
 impl Checkpoint {
@@ -58,9 +60,20 @@ impl Checkpoint {
             payload.push(kind);
             let topic_len = u16::try_from(topic.len()).unwrap_or(0);
             payload.extend_from_slice(&topic_len.to_le_bytes());
-            payload.extend_from_slice(topic.as_bytes().get(..usize::from(topic_len)).unwrap_or_default());
+            payload.extend_from_slice(
+                topic
+                    .as_bytes()
+                    .get(..usize::from(topic_len))
+                    .unwrap_or_default(),
+            );
             payload.extend_from_slice(&id.to_le_bytes());
             payload.extend_from_slice(&entries.to_le_bytes());
+        }
+        let levels = self.level_cursors.len().min(usize::from(u8::MAX));
+        payload.push(u8::try_from(levels).unwrap_or(u8::MAX));
+        for (level, delivered) in self.level_cursors.iter().take(levels) {
+            payload.push(*level);
+            payload.extend_from_slice(&delivered.to_le_bytes());
         }
         frame(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &payload)
     }
@@ -81,6 +94,7 @@ impl Checkpoint {
             written_ms: get_u64(payload, 16),
             clean_shutdown: clean,
             queue_counts: Vec::new(),
+            level_cursors: Vec::new(),
         };
         let (count, tail) = split(rest, 4)?;
         rest = tail;
@@ -102,9 +116,22 @@ impl Checkpoint {
                 2 => QueueKey::DelayLevel(
                     u8::try_from(id).map_err(|_| DecodeError::BadField { field: "level" })?,
                 ),
-                _ => return Err(DecodeError::BadField { field: "queue kind" }),
+                _ => {
+                    return Err(DecodeError::BadField {
+                        field: "queue kind",
+                    })
+                }
             };
             checkpoint.queue_counts.push((key, get_u64(nums, 4)));
+        }
+        let (levels, tail) = split(rest, 1)?;
+        rest = tail;
+        for _ in 0..get_u8(levels, 0) {
+            let (cursor, tail) = split(rest, 9)?;
+            rest = tail;
+            checkpoint
+                .level_cursors
+                .push((get_u8(cursor, 0), get_u64(cursor, 1)));
         }
         if !rest.is_empty() {
             return Err(DecodeError::BadLength {
@@ -142,4 +169,3 @@ impl Checkpoint {
         write_atomic(fs, &path, &self.encode()).map_err(|e| Error::io(path, e))
     }
 }
-

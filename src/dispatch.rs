@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::commit_log::record::{decode_header, RecordHeader, RecordKind, HEADER_BYTES};
+use crate::commit_log::record::{
+    decode_header, OriginRef, RecordHeader, RecordKind, HEADER_BYTES, ORIGIN_REF_BYTES,
+};
 use crate::commit_log::CommitLog;
 use crate::consume_queue::entry::Entry;
 use crate::consume_queue::{ConsumeQueues, QueueKey, QueueRef};
@@ -27,7 +29,57 @@ pub fn dispatch_target<'a>(header: &RecordHeader, topic: &'a str) -> Option<Queu
         RecordKind::Message if header.delay_level > 0 => {
             Some(QueueRef::DelayLevel(header.delay_level))
         }
-        RecordKind::Message => Some(QueueRef::Topic(topic, header.queue_id)),
+        RecordKind::Message | RecordKind::Delivery => Some(QueueRef::Topic(topic, header.queue_id)),
+    }
+}
+
+/// How far each delay level has been delivered: level `L`'s entries below `delivered(L)` have
+/// been re-posted (a delivery record is in the log). Derived only from delivery records, by
+/// dispatch, so recovery recomputes it from the log and the checkpoint snapshots it together
+/// with the queue counts.
+#[derive(Debug)]
+pub struct LevelCursors {
+    delivered: Vec<AtomicU64>,
+}
+
+impl Default for LevelCursors {
+    fn default() -> Self {
+        LevelCursors {
+            delivered: (0..=u8::MAX).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl LevelCursors {
+    /// Cursors starting from a checkpoint's list.
+    pub fn from_list(list: &[(u8, u64)]) -> Self {
+        let cursors = LevelCursors::default();
+        for &(level, delivered) in list {
+            cursors.advance(level, delivered);
+        }
+        cursors
+    }
+
+    /// Entries of `level` below this have been delivered.
+    pub fn delivered(&self, level: u8) -> u64 {
+        self.delivered
+            .get(usize::from(level))
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// Moves `level`'s cursor up to `delivered` (never down).
+    pub fn advance(&self, level: u8, delivered: u64) {
+        if let Some(cursor) = self.delivered.get(usize::from(level)) {
+            cursor.fetch_max(delivered, Ordering::AcqRel);
+        }
+    }
+
+    /// Every non-zero cursor.
+    pub fn to_list(&self) -> Vec<(u8, u64)> {
+        (1..=u8::MAX)
+            .map(|level| (level, self.delivered(level)))
+            .filter(|(_, delivered)| *delivered > 0)
+            .collect()
     }
 }
 
@@ -47,6 +99,8 @@ pub fn entry_for(header: &RecordHeader) -> Entry {
 /// Progress of dispatching, shared by the dispatcher and whoever writes checkpoints.
 #[derive(Debug, Default)]
 pub struct DispatchProgress {
+    /// Delivered counts per level, as far as dispatched.
+    pub cursors: LevelCursors,
     /// Records below this log offset have their entries written.
     dispatched_end: AtomicU64,
     /// Offset of the last record dispatched.
@@ -60,8 +114,11 @@ pub struct DispatchProgress {
 
 impl DispatchProgress {
     /// Progress starting at `log_offset`.
-    pub fn new(log_offset: u64, last_record_offset: u64) -> Self {
-        let progress = DispatchProgress::default();
+    pub fn new(log_offset: u64, last_record_offset: u64, cursors: LevelCursors) -> Self {
+        let progress = DispatchProgress {
+            cursors,
+            ..DispatchProgress::default()
+        };
         progress.dispatched_end.store(log_offset, Ordering::Release);
         progress
             .last_record_offset
@@ -85,11 +142,12 @@ impl DispatchProgress {
             let _batch = self.batch.lock();
             let from = self.dispatched_end();
             let to = limit.min(from.saturating_add(BATCH_BYTES_MAX));
-            let done = dispatch_range(log, queues, from, to, None)?;
+            let done = dispatch_range(log, queues, &self.cursors, from, to, None)?;
             if let Some(last) = done.last_record_offset {
                 self.last_record_offset.store(last, Ordering::Release);
             }
-            self.dispatched_end.store(done.end_offset, Ordering::Release);
+            self.dispatched_end
+                .store(done.end_offset, Ordering::Release);
             drop(_batch);
             self.signal.notify();
             if done.end_offset == from {
@@ -114,9 +172,11 @@ pub struct Dispatched {
 /// Appends the entries of every record starting in `[from, to)`. Records whose entry is
 /// already present (queue offset below the queue's count) are skipped, so replaying a range is
 /// idempotent. With `only`, entries go only to those queues (rebuilding damaged ones).
+/// Delivery records advance their level's cursor.
 pub fn dispatch_range(
     log: &CommitLog,
     queues: &ConsumeQueues,
+    cursors: &LevelCursors,
     from: u64,
     to: u64,
     only: Option<&HashSet<QueueKey>>,
@@ -143,6 +203,13 @@ pub fn dispatch_range(
                 }
             }
             last = Some(pos);
+        }
+        if header.kind == RecordKind::Delivery {
+            let mut body = [0u8; ORIGIN_REF_BYTES];
+            let at = pos + HEADER_BYTES as u64 + u64::from(header.topic_bytes);
+            log.read_at(at, &mut body)?;
+            let origin = OriginRef::decode(&body).map_err(|kind| log.corruption(pos, kind))?;
+            cursors.advance(header.delay_level, origin.level_queue_offset + 1);
         }
         pos += u64::from(header.total_bytes);
     }

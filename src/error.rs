@@ -86,6 +86,22 @@ pub enum Error {
         queue_count: u32,
     },
 
+    /// The delay level is not in the store's table (levels are 1..=table length; 0 = none).
+    #[error("delay level {level} does not exist: the table has {levels} levels")]
+    InvalidDelayLevel {
+        /// Level asked for.
+        level: u8,
+        /// Number of levels in the table.
+        levels: usize,
+    },
+
+    /// The directory holds no store and `Options::create_if_missing` is false.
+    #[error("no store in {dir:?}")]
+    StoreNotFound {
+        /// The directory.
+        dir: PathBuf,
+    },
+
     /// An option is outside its documented bounds.
     #[error("invalid option {name}: {reason}")]
     InvalidOptions {

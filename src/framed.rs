@@ -16,7 +16,11 @@ pub fn frame(magic: u32, version: u32, payload: &[u8]) -> Vec<u8> {
     put_u32(&mut out, 4, version);
     // Payloads are small files; a payload over 4 GiB cannot be framed and is cut to a length
     // that fails the CRC on read rather than panicking here.
-    put_u32(&mut out, 8, u32::try_from(payload.len()).unwrap_or(u32::MAX));
+    put_u32(
+        &mut out,
+        8,
+        u32::try_from(payload.len()).unwrap_or(u32::MAX),
+    );
     out.extend_from_slice(payload);
     let crc = frame_crc(&out);
     put_u32(&mut out, 12, crc);
@@ -25,10 +29,12 @@ pub fn frame(magic: u32, version: u32, payload: &[u8]) -> Vec<u8> {
 
 /// Checks a frame and returns its payload.
 pub fn unframe(bytes: &[u8], magic: u32, version: u32) -> Result<&[u8], DecodeError> {
-    let header = bytes.get(..FRAME_HEADER_BYTES).ok_or(DecodeError::Truncated {
-        needed: FRAME_HEADER_BYTES as u64,
-        available: bytes.len() as u64,
-    })?;
+    let header = bytes
+        .get(..FRAME_HEADER_BYTES)
+        .ok_or(DecodeError::Truncated {
+            needed: FRAME_HEADER_BYTES as u64,
+            available: bytes.len() as u64,
+        })?;
     let found = get_u32(header, 0);
     if found != magic {
         return Err(DecodeError::BadMagic { found });
@@ -40,9 +46,7 @@ pub fn unframe(bytes: &[u8], magic: u32, version: u32) -> Result<&[u8], DecodeEr
     let len = get_u32(header, 8) as usize;
     let total = FRAME_HEADER_BYTES.saturating_add(len);
     if bytes.len() != total {
-        return Err(DecodeError::BadLength {
-            length: len as u64,
-        });
+        return Err(DecodeError::BadLength { length: len as u64 });
     }
     let stored = get_u32(header, 12);
     let computed = frame_crc(bytes);

@@ -64,6 +64,8 @@ pub mod clock;
 pub mod commit_log;
 pub mod consume_queue;
 pub mod consumer_offsets;
+pub mod delay_levels;
+pub mod delivery;
 pub mod dispatch;
 pub mod error;
 pub mod framed;

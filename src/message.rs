@@ -35,6 +35,8 @@ pub struct Message {
     pub properties: Vec<(String, String)>,
     /// Payload.
     pub body: Vec<u8>,
+    /// Delay level (1-based index into the store's table); 0 delivers at once.
+    pub delay_level: u8,
 }
 
 impl Message {
@@ -59,6 +61,12 @@ impl Message {
         self
     }
 
+    /// Delays delivery by the store's `level`-th delay (1-based).
+    pub fn with_delay_level(mut self, level: u8) -> Self {
+        self.delay_level = level;
+        self
+    }
+
     /// Adds a property.
     pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.push((key.into(), value.into()));
@@ -79,6 +87,8 @@ pub struct PutReceipt {
     pub queue_offset: u64,
     /// Store time in ms.
     pub store_ms: u64,
+    /// Due time in ms, for a delayed message.
+    pub due_ms: Option<u64>,
 }
 
 /// A message as consumers see it.
@@ -100,4 +110,8 @@ pub struct StoredMessage {
     pub body: Vec<u8>,
     /// Time the store accepted the message, in ms.
     pub store_ms: u64,
+    /// For a delayed message: when it was due, in ms.
+    pub due_ms: Option<u64>,
+    /// For a delayed message: when it was re-posted to this queue, in ms.
+    pub delivered_ms: Option<u64>,
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::delay_levels::{parse_delay_levels, DEFAULT_DELAY_LEVELS};
 use crate::error::{DecodeError, Error, Result};
 use crate::framed::{frame, unframe};
 use crate::io::{write_atomic, FileSystem};
@@ -28,19 +29,26 @@ pub struct StoreMeta {
     pub default_queue_count: u32,
     /// Queue count per topic.
     pub topic_queue_counts: BTreeMap<String, u32>,
+    /// Delay of each level in ms (level 1 first).
+    pub delay_levels_ms: Vec<u64>,
 }
 
 impl StoreMeta {
     /// The meta of a new store created with `options`.
-    pub fn for_new_store(options: &Options) -> Self {
-        StoreMeta {
+    pub fn for_new_store(options: &Options) -> Result<Self> {
+        let table = options
+            .delay_levels
+            .as_deref()
+            .unwrap_or(DEFAULT_DELAY_LEVELS);
+        Ok(StoreMeta {
             default_queue_count: options.default_queue_count.unwrap_or(DEFAULT_QUEUE_COUNT),
             topic_queue_counts: options.topic_queue_counts.clone(),
-        }
+            delay_levels_ms: parse_delay_levels(table)?,
+        })
     }
 
-    /// Applies the options of a reopen: counts may grow, never shrink. Returns whether
-    /// anything changed.
+    /// Applies the options of a reopen: counts may grow, never shrink; a new delay table
+    /// replaces the old one. Returns whether anything changed.
     pub fn merge(&mut self, options: &Options) -> Result<bool> {
         let mut changed = false;
         let mut grow = |current: &mut u32, wanted: u32, what: &str| -> Result<()> {
@@ -63,6 +71,13 @@ impl StoreMeta {
             let mut current = self.queue_count(topic);
             grow(&mut current, *wanted, topic)?;
             self.topic_queue_counts.insert(topic.clone(), current);
+        }
+        if let Some(table) = &options.delay_levels {
+            let levels = parse_delay_levels(table)?;
+            if levels != self.delay_levels_ms {
+                self.delay_levels_ms = levels;
+                changed = true;
+            }
         }
         Ok(changed)
     }

@@ -69,6 +69,15 @@ pub struct Options {
     /// Queue count per topic, overriding `default_queue_count`. Same bounds; merged into the
     /// counts stored with the store.
     pub topic_queue_counts: BTreeMap<String, u32>,
+    /// The delay-level table, e.g. `"1s 5s 10s"` (units `ms s m h d`, see
+    /// [`crate::delay_levels::parse_delay_levels`]). `None` keeps the table stored with the
+    /// store (RocketMQ's 18 levels, [`crate::delay_levels::DEFAULT_DELAY_LEVELS`], when
+    /// creating). A different table replaces the stored one; messages already stored keep the
+    /// due time they were stored with.
+    pub delay_levels: Option<String>,
+    /// Create the store if the directory holds none. Default true; when false, opening a
+    /// directory without a store fails with [`Error::StoreNotFound`].
+    pub create_if_missing: bool,
     /// Source of time. Default [`SystemClock`]; tests inject a [`crate::ManualClock`].
     pub clock: Arc<dyn Clock>,
     /// File system. Default [`RealFs`]; tests may inject a simulated one.
@@ -86,6 +95,8 @@ impl Default for Options {
             consume_queue_file_entries: 300_000,
             default_queue_count: None,
             topic_queue_counts: BTreeMap::new(),
+            delay_levels: None,
+            create_if_missing: true,
             clock: Arc::new(SystemClock),
             fs: Arc::new(RealFs),
         }
@@ -100,9 +111,14 @@ impl fmt::Debug for Options {
             .field("sync_mode", &self.sync_mode)
             .field("flush_interval_ms", &self.flush_interval_ms)
             .field("checkpoint_interval_ms", &self.checkpoint_interval_ms)
-            .field("consume_queue_file_entries", &self.consume_queue_file_entries)
+            .field(
+                "consume_queue_file_entries",
+                &self.consume_queue_file_entries,
+            )
             .field("default_queue_count", &self.default_queue_count)
             .field("topic_queue_counts", &self.topic_queue_counts)
+            .field("delay_levels", &self.delay_levels)
+            .field("create_if_missing", &self.create_if_missing)
             .field("clock", &self.clock)
             .field("fs", &self.fs)
             .finish()
@@ -181,6 +197,9 @@ impl Options {
                 1,
                 u64::from(QUEUE_COUNT_MAX),
             )?;
+        }
+        if let Some(table) = &self.delay_levels {
+            crate::delay_levels::parse_delay_levels(table)?;
         }
         Ok(())
     }

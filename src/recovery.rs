@@ -24,7 +24,7 @@ use crate::commit_log::record::{
 use crate::commit_log::segment::Segment;
 use crate::commit_log::{CommitLog, COMMIT_LOG_DIR};
 use crate::consume_queue::{ConsumeQueue, ConsumeQueues, QueueKey};
-use crate::dispatch::{dispatch_range, dispatch_target, DispatchProgress};
+use crate::dispatch::{dispatch_range, dispatch_target, DispatchProgress, LevelCursors};
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{FileSystem, OpenMode};
 use crate::naming::parse_offset_file_name;
@@ -139,7 +139,9 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
     if checkpoint.is_none() && segments.is_empty() {
         checkpoint_use = CheckpointUse::Missing;
     }
-    let scan_from = checkpoint.as_ref().map_or(first_offset, |c| c.log_end_offset);
+    let scan_from = checkpoint
+        .as_ref()
+        .map_or(first_offset, |c| c.log_end_offset);
     let scan = scan(&segments, scan_from);
 
     // Cut the log at the end of the last valid record.
@@ -213,12 +215,26 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         queues.insert(&key, queue);
     }
 
+    let cursors = LevelCursors::from_list(
+        &checkpoint
+            .as_ref()
+            .map(|c| c.level_cursors.clone())
+            .unwrap_or_default(),
+    );
     let mut entries_replayed = 0;
     if !queues_rebuilt.is_empty() {
         let only: HashSet<QueueKey> = queues_rebuilt.iter().cloned().collect();
-        entries_replayed += dispatch_range(&log, &queues, rebuild_from, scan_from, Some(&only))?.entries;
+        entries_replayed += dispatch_range(
+            &log,
+            &queues,
+            &cursors,
+            rebuild_from,
+            scan_from,
+            Some(&only),
+        )?
+        .entries;
     }
-    let replay = dispatch_range(&log, &queues, scan_from, end, None)?;
+    let replay = dispatch_range(&log, &queues, &cursors, scan_from, end, None)?;
     entries_replayed += replay.entries;
     queues.sync_all()?;
 
@@ -227,7 +243,7 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         .or(scan.last_record_offset)
         .or(checkpoint.as_ref().map(|c| c.last_record_offset))
         .unwrap_or(end);
-    let progress = DispatchProgress::new(end, last_record);
+    let progress = DispatchProgress::new(end, last_record, cursors);
     Ok(Recovered {
         log,
         queues,
@@ -392,7 +408,7 @@ fn read_valid(segments: &[Segment], pos: u64) -> std::result::Result<u64, Decode
                 return Err(DecodeError::BadLength { length: total });
             }
         }
-        RecordKind::Message => {
+        RecordKind::Message | RecordKind::Delivery => {
             decode_record(&buf, pos)?;
         }
     }
@@ -413,7 +429,13 @@ fn read_bytes(segment: &Segment, at: u64, buf: &mut [u8]) -> std::result::Result
 /// files are contiguous and the last one matches its record; otherwise the longest prefix
 /// whose entries match (found by binary search: an entry matches only if its record names this
 /// queue and this index, so matching entries form a prefix).
-fn good_prefix(log: &CommitLog, queue: &ConsumeQueue, key: &QueueKey, count: u64, limit: u64) -> u64 {
+fn good_prefix(
+    log: &CommitLog,
+    queue: &ConsumeQueue,
+    key: &QueueKey,
+    count: u64,
+    limit: u64,
+) -> u64 {
     let min = queue.min_entry();
     if count <= min {
         return count;
@@ -436,11 +458,21 @@ fn good_prefix(log: &CommitLog, queue: &ConsumeQueue, key: &QueueKey, count: u64
 
 /// Whether entry `index` points at a valid record below `limit` that belongs to this queue at
 /// this index.
-fn entry_matches(log: &CommitLog, queue: &ConsumeQueue, key: &QueueKey, index: u64, limit: u64) -> bool {
+fn entry_matches(
+    log: &CommitLog,
+    queue: &ConsumeQueue,
+    key: &QueueKey,
+    index: u64,
+    limit: u64,
+) -> bool {
     let Ok(entry) = queue.get(index) else {
         return false;
     };
-    if entry.log_offset.saturating_add(u64::from(entry.record_bytes)) > limit {
+    if entry
+        .log_offset
+        .saturating_add(u64::from(entry.record_bytes))
+        > limit
+    {
         return false;
     }
     let Ok(bytes) = log.read_record(entry.log_offset) else {

@@ -15,11 +15,13 @@ use crate::checkpoint::Checkpoint;
 use crate::clock::Clock;
 use crate::commit_log::record::{
     decode_properties, decode_record, encode_message, encode_properties, message_bytes,
-    MessageFields, Placement, KEY_BYTES_MAX,
+    MessageFields, OriginRef, Placement, RecordKind, RecordView, KEY_BYTES_MAX,
 };
 use crate::commit_log::CommitLog;
+use crate::consume_queue::entry::Entry;
 use crate::consume_queue::{ConsumeQueues, QueueKey, QueueRef};
 use crate::consumer_offsets::ConsumerOffsets;
+use crate::delivery::{run_delivery, DeliveryHost};
 use crate::dispatch::{dispatch_target, DispatchProgress};
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{FileSystem, LockGuard};
@@ -38,10 +40,44 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// Next queue offset of every queue, and the last store time handed out. Locked only inside
 /// the commit-log append lock, so offsets and times follow log order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Placements {
     topics: HashMap<String, Vec<u64>>,
-    last_store_ms: u64,
+    /// Next offset of each delay level's queue (index = level).
+    levels: Vec<u64>,
+}
+
+impl Placements {
+    /// Takes the next offset of a topic queue, growing the table to `queue_count` queues.
+    fn next_topic_offset(&mut self, topic: &str, queue: u32, queue_count: u32) -> Result<u64> {
+        let next = match self.topics.get_mut(topic) {
+            Some(next) => next,
+            None => self.topics.entry(topic.to_owned()).or_default(),
+        };
+        if next.len() < queue_count as usize {
+            next.resize(queue_count as usize, 0);
+        }
+        let slot = next.get_mut(queue as usize).ok_or(Error::UnknownQueue {
+            topic: topic.to_owned(),
+            queue,
+            queue_count,
+        })?;
+        let offset = *slot;
+        *slot += 1;
+        Ok(offset)
+    }
+
+    /// Takes the next offset of a delay level's queue.
+    fn next_level_offset(&mut self, level: u8) -> u64 {
+        match self.levels.get_mut(usize::from(level)) {
+            Some(slot) => {
+                let offset = *slot;
+                *slot += 1;
+                offset
+            }
+            None => 0,
+        }
+    }
 }
 
 /// A snapshot of the store's state, for monitoring.
@@ -63,6 +99,10 @@ pub struct Stats {
     pub queues: Vec<(QueueKey, u64)>,
     /// Committed offset and lag (entries not yet consumed) of every (group, topic, queue).
     pub consumers: Vec<ConsumerLag>,
+    /// Pending (not yet delivered) messages per delay level: (level, count).
+    pub pending_per_level: Vec<(u8, u64)>,
+    /// Due time of the earliest pending delayed message, in ms.
+    pub next_due_ms: Option<u64>,
     /// Whether a failed sync poisoned the store.
     pub poisoned: bool,
 }
@@ -95,6 +135,8 @@ struct Inner {
     offsets: ConsumerOffsets,
     placements: Mutex<Placements>,
     round_robin: AtomicU32,
+    /// Highest delay level that may hold entries (the table's, or more from an older table).
+    level_count: u8,
     stopping: AtomicBool,
     stop_signal: Signal,
     last_checkpoint: Mutex<Instant>,
@@ -134,11 +176,12 @@ impl Store {
                 }
                 meta
             }
-            None => {
-                let meta = StoreMeta::for_new_store(&options);
+            None if options.create_if_missing => {
+                let meta = StoreMeta::for_new_store(&options)?;
                 meta.store(fs.as_ref(), &dir)?;
                 meta
             }
+            None => return Err(Error::StoreNotFound { dir }),
         };
 
         let recovered = recover(&RecoveryConfig {
@@ -148,18 +191,27 @@ impl Store {
             queue_file_entries: options.consume_queue_file_entries,
         })?;
         let mut placements = Placements {
-            last_store_ms: 0,
-            ..Placements::default()
+            topics: HashMap::new(),
+            levels: vec![0; usize::from(u8::MAX) + 1],
         };
+        let mut level_count = u8::try_from(meta.delay_levels_ms.len()).unwrap_or(u8::MAX);
         for (key, queue) in recovered.queues.all() {
-            if let QueueKey::Topic { topic, queue_id } = key {
-                let count = meta.queue_count(&topic).max(queue_id + 1) as usize;
-                let next = placements.topics.entry(topic).or_default();
-                if next.len() < count {
-                    next.resize(count, 0);
+            match key {
+                QueueKey::Topic { topic, queue_id } => {
+                    let count = meta.queue_count(&topic).max(queue_id + 1) as usize;
+                    let next = placements.topics.entry(topic).or_default();
+                    if next.len() < count {
+                        next.resize(count, 0);
+                    }
+                    if let Some(slot) = next.get_mut(queue_id as usize) {
+                        *slot = queue.entry_count();
+                    }
                 }
-                if let Some(slot) = next.get_mut(queue_id as usize) {
-                    *slot = queue.entry_count();
+                QueueKey::DelayLevel(level) => {
+                    level_count = level_count.max(level);
+                    if let Some(slot) = placements.levels.get_mut(usize::from(level)) {
+                        *slot = queue.entry_count();
+                    }
                 }
             }
         }
@@ -176,6 +228,7 @@ impl Store {
             offsets,
             placements: Mutex::new(placements),
             round_robin: AtomicU32::new(0),
+            level_count,
             stopping: AtomicBool::new(false),
             stop_signal: Signal::new(),
             last_checkpoint: Mutex::new(Instant::now()),
@@ -184,9 +237,13 @@ impl Store {
         });
         // From here on a crash is not a clean shutdown.
         inner.write_checkpoint(false)?;
+        inner.clock.register_waker(inner.progress.signal.clone());
         let threads = vec![
             spawn("delaystore-dispatch", inner.clone(), Inner::run_dispatcher)?,
             spawn("delaystore-flush", inner.clone(), Inner::run_flusher)?,
+            spawn("delaystore-deliver", inner.clone(), |inner| {
+                run_delivery(inner)
+            })?,
         ];
         Ok(Store {
             inner,
@@ -242,6 +299,20 @@ impl Store {
             encode_properties(&message.properties).map_err(|_| Error::InvalidMessage {
                 reason: "a property key is longer than 65535 bytes".into(),
             })?;
+        let level = message.delay_level;
+        let level_delay_ms = match level {
+            0 => 0,
+            _ => {
+                let meta = inner.meta.read();
+                let levels = &meta.delay_levels_ms;
+                *levels
+                    .get(usize::from(level) - 1)
+                    .ok_or(Error::InvalidDelayLevel {
+                        level,
+                        levels: levels.len(),
+                    })?
+            }
+        };
         let bytes_max = inner.options.message_bytes_max();
         let bytes = message_bytes(
             message.topic.len(),
@@ -254,39 +325,40 @@ impl Store {
             return Err(Error::MessageTooLarge { bytes, bytes_max });
         }
         let mut record = encode_message(&MessageFields {
+            kind: RecordKind::Message,
             topic: &message.topic,
             queue_id: queue,
             key,
             properties: &properties,
             body: &message.body,
-            delay_level: 0,
+            delay_level: level,
         })
         .map_err(|kind| Error::InvalidMessage {
             reason: kind.to_string(),
         })?;
 
-        let appended = inner.log.append(&mut record, inner.clock.now_ms(), |log_offset| {
-            let mut placements = inner.placements.lock();
-            let store_ms = inner.clock.now_ms().max(placements.last_store_ms);
-            placements.last_store_ms = store_ms;
-            let next = placements.topics.entry(message.topic.clone()).or_default();
-            if next.len() < queue_count as usize {
-                next.resize(queue_count as usize, 0);
-            }
-            let slot = next.get_mut(queue as usize).ok_or(Error::UnknownQueue {
-                topic: message.topic.clone(),
-                queue,
-                queue_count,
+        // Store time is read under the append lock, so that within a level, queue order is
+        // due order whenever the clock does not go back.
+        let appended = inner
+            .log
+            .append(&mut record, inner.clock.now_ms(), |log_offset| {
+                let mut placements = inner.placements.lock();
+                let store_ms = inner.clock.now_ms();
+                let (queue_offset, due_ms) = if level == 0 {
+                    let offset =
+                        placements.next_topic_offset(&message.topic, queue, queue_count)?;
+                    (offset, 0)
+                } else {
+                    let due_ms = store_ms.saturating_add(level_delay_ms).max(1);
+                    (placements.next_level_offset(level), due_ms)
+                };
+                Ok(Placement {
+                    log_offset,
+                    store_ms,
+                    due_ms,
+                    queue_offset,
+                })
             })?;
-            let queue_offset = *slot;
-            *slot += 1;
-            Ok(Placement {
-                log_offset,
-                store_ms,
-                due_ms: 0,
-                queue_offset,
-            })
-        })?;
         let sync = match durability {
             Durability::Sync => true,
             Durability::Buffered => false,
@@ -301,13 +373,20 @@ impl Store {
             queue,
             queue_offset: appended.placement.queue_offset,
             store_ms: appended.placement.store_ms,
+            due_ms: (level > 0).then_some(appended.placement.due_ms),
         })
     }
 
     /// Reads up to `max` messages of (topic, queue) from logical offset `from`. Returns fewer
     /// (or none) when the queue has no more visible entries. Offsets below the queue's first
     /// retained entry start at that entry.
-    pub fn pull(&self, topic: &str, queue: u32, from: u64, max: usize) -> Result<Vec<StoredMessage>> {
+    pub fn pull(
+        &self,
+        topic: &str,
+        queue: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredMessage>> {
         self.inner.pull(topic, queue, from, max)
     }
 
@@ -322,17 +401,26 @@ impl Store {
     ) -> Result<Vec<StoredMessage>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let generation = self.inner.progress.signal.generation();
+            let token = self.visibility_token();
             let messages = self.inner.pull(topic, queue, from, max)?;
             let now = Instant::now();
             if !messages.is_empty() || now >= deadline || self.closed {
                 return Ok(messages);
             }
-            self.inner
-                .progress
-                .signal
-                .wait_past(generation, deadline - now);
+            self.wait_for_entries(token, deadline - now);
         }
+    }
+
+    /// A token that changes whenever new entries become visible in any queue. Read it before
+    /// pulling; if the pulls found nothing, pass it to [`Store::wait_for_entries`]: no wake-up
+    /// can be missed in between.
+    pub fn visibility_token(&self) -> u64 {
+        self.inner.progress.signal.generation()
+    }
+
+    /// Waits until entries became visible after `token` was read, or `timeout` passes.
+    pub fn wait_for_entries(&self, token: u64, timeout: Duration) {
+        self.inner.progress.signal.wait_past(token, timeout);
     }
 
     /// Number of visible entries in (topic, queue): the next logical offset.
@@ -345,6 +433,11 @@ impl Store {
             .map_or(0, |q| q.entry_count()))
     }
 
+    /// The delay-level table in force: the delay of level `n` is element `n - 1`, in ms.
+    pub fn delay_levels_ms(&self) -> Vec<u64> {
+        self.inner.meta.read().delay_levels_ms.clone()
+    }
+
     /// Queue count of a topic.
     pub fn queue_count(&self, topic: &str) -> Result<u32> {
         validate_topic(topic)?;
@@ -354,7 +447,13 @@ impl Store {
     /// Records that `group` has processed (topic, queue) up to, not including, `next_offset`.
     /// Durable at once in [`SyncMode::Sync`]; otherwise within `flush_interval_ms` (or at
     /// [`Store::flush`]).
-    pub fn commit_offset(&self, group: &str, topic: &str, queue: u32, next_offset: u64) -> Result<()> {
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        queue: u32,
+        next_offset: u64,
+    ) -> Result<()> {
         if self.closed {
             return Err(Error::Closed);
         }
@@ -405,6 +504,7 @@ impl Store {
         inner.stopping.store(true, Ordering::SeqCst);
         inner.stop_signal.notify();
         inner.log.signal().notify();
+        inner.progress.signal.notify();
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
                 eprintln!("delaystore: a background thread panicked");
@@ -427,7 +527,10 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         if let Err(err) = self.shutdown() {
-            eprintln!("delaystore: closing {:?} on drop failed: {err}", self.inner.dir);
+            eprintln!(
+                "delaystore: closing {:?} on drop failed: {err}",
+                self.inner.dir
+            );
         }
     }
 }
@@ -474,7 +577,7 @@ impl Inner {
         let mut out = Vec::with_capacity(usize::try_from(end.saturating_sub(start)).unwrap_or(0));
         for index in start..end {
             let entry = cq.get(index)?;
-            let bytes = self.log.read_record(entry.log_offset)?;
+            let bytes = self.read_checked(entry.log_offset)?;
             let record = decode_record(&bytes, entry.log_offset)
                 .map_err(|kind| self.log.corruption(entry.log_offset, kind))?;
             let belongs = record.header.queue_offset == index
@@ -488,20 +591,49 @@ impl Inner {
                     },
                 ));
             }
-            let properties = decode_properties(record.properties)
-                .map_err(|kind| self.log.corruption(entry.log_offset, kind))?;
-            out.push(StoredMessage {
-                id: MessageId(entry.log_offset),
-                topic: topic.to_owned(),
-                queue,
-                queue_offset: index,
-                key: (!record.key.is_empty()).then(|| record.key.to_owned()),
-                properties,
-                body: record.body.to_vec(),
-                store_ms: record.header.store_ms,
-            });
+            let message = if record.header.kind == RecordKind::Delivery {
+                // A delivered message: its content is in the origin record.
+                let origin = OriginRef::decode(record.body)
+                    .map_err(|kind| self.log.corruption(entry.log_offset, kind))?;
+                let origin_bytes = self.read_checked(origin.log_offset)?;
+                let origin_record = decode_record(&origin_bytes, origin.log_offset)
+                    .map_err(|kind| self.log.corruption(origin.log_offset, kind))?;
+                self.stored_message(&origin_record, index, Some(record.header.store_ms))?
+            } else {
+                self.stored_message(&record, index, None)?
+            };
+            out.push(message);
         }
         Ok(out)
+    }
+
+    /// Reads a record's checked bytes.
+    fn read_checked(&self, log_offset: u64) -> Result<Vec<u8>> {
+        self.log.read_record(log_offset)
+    }
+
+    /// The consumer's view of a message record.
+    fn stored_message(
+        &self,
+        record: &RecordView<'_>,
+        queue_offset: u64,
+        delivered_ms: Option<u64>,
+    ) -> Result<StoredMessage> {
+        let at = record.header.log_offset;
+        let properties =
+            decode_properties(record.properties).map_err(|kind| self.log.corruption(at, kind))?;
+        Ok(StoredMessage {
+            id: MessageId(at),
+            topic: record.topic.to_owned(),
+            queue: record.header.queue_id,
+            queue_offset,
+            key: (!record.key.is_empty()).then(|| record.key.to_owned()),
+            properties,
+            body: record.body.to_vec(),
+            store_ms: record.header.store_ms,
+            due_ms: (record.header.due_ms > 0).then_some(record.header.due_ms),
+            delivered_ms,
+        })
     }
 
     fn run_dispatcher(&self) {
@@ -586,7 +718,7 @@ impl Inner {
         if self.log.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        let (log_end_offset, last_record_offset, queue_counts) = {
+        let (log_end_offset, last_record_offset, queue_counts, level_cursors) = {
             let _batch = self.progress.batch.lock();
             let counts: Vec<(QueueKey, u64)> = self
                 .queues
@@ -598,6 +730,7 @@ impl Inner {
                 self.progress.dispatched_end(),
                 self.progress.last_record_offset(),
                 counts,
+                self.progress.cursors.to_list(),
             )
         };
         self.sync_queues()?;
@@ -608,6 +741,7 @@ impl Inner {
             written_ms: self.clock.now_ms(),
             clean_shutdown,
             queue_counts,
+            level_cursors,
         }
         .store(self.fs.as_ref(), &self.dir)?;
         *self.last_checkpoint.lock() = Instant::now();
@@ -640,6 +774,21 @@ impl Inner {
                 }
             })
             .collect();
+        let mut pending_per_level = Vec::new();
+        let mut next_due_ms: Option<u64> = None;
+        for level in 1..=self.level_count {
+            let Some(queue) = self.queues.get(QueueRef::DelayLevel(level)) else {
+                continue;
+            };
+            let delivered = self.progress.cursors.delivered(level);
+            let pending = queue.entry_count().saturating_sub(delivered);
+            pending_per_level.push((level, pending));
+            if pending > 0 {
+                if let Ok(head) = queue.get(delivered) {
+                    next_due_ms = Some(next_due_ms.map_or(head.time_ms, |d| d.min(head.time_ms)));
+                }
+            }
+        }
         Stats {
             log_start_offset: self.log.start_offset(),
             written_end_offset: self.log.written_end(),
@@ -649,7 +798,109 @@ impl Inner {
             segment_bytes_total: segments.iter().map(|s| s.len_bytes()).sum(),
             queues,
             consumers,
+            pending_per_level,
+            next_due_ms,
             poisoned: self.log.is_poisoned(),
         }
+    }
+}
+
+impl DeliveryHost for Inner {
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn level_delay_ms(&self, level: u8) -> Option<u64> {
+        let index = usize::from(level).checked_sub(1)?;
+        self.meta.read().delay_levels_ms.get(index).copied()
+    }
+
+    fn level_count(&self) -> u8 {
+        self.level_count
+    }
+
+    fn level_queue_len(&self, level: u8) -> u64 {
+        self.queues
+            .get(QueueRef::DelayLevel(level))
+            .map_or(0, |q| q.entry_count())
+    }
+
+    fn level_entry(&self, level: u8, index: u64) -> Result<Entry> {
+        match self.queues.get(QueueRef::DelayLevel(level)) {
+            Some(queue) => queue.get(index),
+            None => Err(Error::Corruption {
+                file: crate::consume_queue::queue_dir(&self.dir, QueueRef::DelayLevel(level)),
+                offset: 0,
+                kind: DecodeError::Truncated {
+                    needed: index.saturating_add(1),
+                    available: 0,
+                },
+            }),
+        }
+    }
+
+    fn delivered(&self, level: u8) -> u64 {
+        self.progress.cursors.delivered(level)
+    }
+
+    fn repost(&self, origin: OriginRef, level: u8, now_ms: u64) -> Result<u64> {
+        let bytes = self.read_checked(origin.log_offset)?;
+        let record = decode_record(&bytes, origin.log_offset)
+            .map_err(|kind| self.log.corruption(origin.log_offset, kind))?;
+        let (topic, queue, due_ms) = (record.topic, record.header.queue_id, record.header.due_ms);
+        let queue_count = self.meta.read().queue_count(topic).max(queue + 1);
+        let body = origin.encode();
+        let mut delivery = encode_message(&MessageFields {
+            kind: RecordKind::Delivery,
+            topic,
+            queue_id: queue,
+            key: "",
+            properties: &[],
+            body: &body,
+            delay_level: level,
+        })
+        .map_err(|kind| self.log.corruption(origin.log_offset, kind))?;
+        let appended = self.log.append(&mut delivery, now_ms, |log_offset| {
+            let queue_offset =
+                self.placements
+                    .lock()
+                    .next_topic_offset(topic, queue, queue_count)?;
+            Ok(Placement {
+                log_offset,
+                store_ms: self.clock.now_ms(),
+                due_ms,
+                queue_offset,
+            })
+        })?;
+        Ok(appended.end_offset)
+    }
+
+    fn after_round(&self, log_end: u64) -> Result<()> {
+        // In sync mode a re-post becomes visible only once durable: sync now rather than at
+        // the next flush tick, so delivery is not late by a flush interval.
+        if self.options.sync_mode == SyncMode::Sync {
+            self.log.wait_durable(log_end)?;
+        }
+        Ok(())
+    }
+
+    fn sleep(&self, generation: u64, timeout: Duration) {
+        self.progress.signal.wait_past(generation, timeout);
+    }
+
+    fn generation(&self) -> u64 {
+        self.progress.signal.generation()
+    }
+
+    fn report(&self, what: &str, err: &Error) {
+        eprintln!("delaystore: {what}: {err}");
+    }
+
+    fn poisoned(&self) -> bool {
+        self.log.is_poisoned()
     }
 }

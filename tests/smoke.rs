@@ -16,7 +16,12 @@ fn put_pull_reopen() {
     assert_eq!(q0.len(), 500);
     assert_eq!(q0[1].body, b"body-2");
     store.close().unwrap();
-    let store = common::open(dir.path(), Options { ..common::small_options() });
+    let store = common::open(
+        dir.path(),
+        Options {
+            ..common::small_options()
+        },
+    );
     let q1 = common::pull_all(&store, "orders", 1, 0, 500);
     assert_eq!(q1.len(), 500);
     assert_eq!(q1[499].body, b"body-999");

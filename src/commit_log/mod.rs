@@ -84,12 +84,8 @@ impl CommitLog {
         let active = match segments.last() {
             Some(last) if last.contains(end_offset) => last.clone(),
             _ => {
-                let segment = Arc::new(create_segment(
-                    fs.as_ref(),
-                    dir,
-                    end_offset,
-                    segment_bytes,
-                )?);
+                let segment =
+                    Arc::new(create_segment(fs.as_ref(), dir, end_offset, segment_bytes)?);
                 segments.push(segment.clone());
                 segment
             }
@@ -293,10 +289,7 @@ impl CommitLog {
             if lo >= hi {
                 continue;
             }
-            if let Err(err) = segment
-                .file
-                .sync_range(lo - segment.base_offset, hi - lo)
-            {
+            if let Err(err) = segment.file.sync_range(lo - segment.base_offset, hi - lo) {
                 self.poisoned.store(true, Ordering::Release);
                 self.signal.notify();
                 return Err(Error::io(&segment.path, err));

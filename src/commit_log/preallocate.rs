@@ -82,7 +82,9 @@ impl Preallocator {
     pub fn take(&self, base_offset: u64, len_bytes: u64) -> Option<Result<Segment>> {
         let mut slot = self.ready.lock();
         match slot.take() {
-            Some((base, Ok(segment))) if base == base_offset && segment.len_bytes() == len_bytes => {
+            Some((base, Ok(segment)))
+                if base == base_offset && segment.len_bytes() == len_bytes =>
+            {
                 Some(Ok(segment))
             }
             Some((base, Err(err))) if base == base_offset => Some(Err(err)),

@@ -29,6 +29,9 @@ pub enum RecordKind {
     Message,
     /// Padding to the end of a segment: a record never spans two segments.
     Filler,
+    /// The delivery of a delayed message to its target queue: names its origin record (see
+    /// [`OriginRef`]) instead of copying the payload.
+    Delivery,
 }
 
 impl RecordKind {
@@ -36,6 +39,7 @@ impl RecordKind {
         match self {
             RecordKind::Message => 1,
             RecordKind::Filler => 2,
+            RecordKind::Delivery => 3,
         }
     }
 
@@ -43,6 +47,7 @@ impl RecordKind {
         match byte {
             1 => Ok(RecordKind::Message),
             2 => Ok(RecordKind::Filler),
+            3 => Ok(RecordKind::Delivery),
             _ => Err(DecodeError::BadField { field: "kind" }),
         }
     }
@@ -94,9 +99,12 @@ pub struct RecordView<'a> {
     pub body: &'a [u8],
 }
 
-/// The fields of a message record that are known before the commit-log lock is taken.
+/// The fields of a message or delivery record that are known before the commit-log lock is
+/// taken.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageFields<'a> {
+    /// [`RecordKind::Message`] or [`RecordKind::Delivery`].
+    pub kind: RecordKind,
     /// Topic name.
     pub topic: &'a str,
     /// Queue id.
@@ -140,7 +148,7 @@ pub fn message_bytes(topic: usize, key: usize, properties: usize, body: usize) -
         .checked_add(body as u64)
 }
 
-/// Encodes a message record. The caller has checked the lengths ([`message_bytes`] against
+/// Encodes a message or delivery record. The caller has checked the lengths ([`message_bytes`] against
 /// the store's limit, topic and key limits); lengths that do not fit their fields are an error.
 pub fn encode_message(fields: &MessageFields<'_>) -> Result<EncodedRecord, DecodeError> {
     let total = message_bytes(
@@ -154,7 +162,8 @@ pub fn encode_message(fields: &MessageFields<'_>) -> Result<EncodedRecord, Decod
         length: length as u64,
     };
     let total_u32 = u32::try_from(total).map_err(|_| DecodeError::BadLength { length: total })?;
-    let topic_bytes = u16::try_from(fields.topic.len()).map_err(|_| too_long(fields.topic.len()))?;
+    let topic_bytes =
+        u16::try_from(fields.topic.len()).map_err(|_| too_long(fields.topic.len()))?;
     let key_bytes = u16::try_from(fields.key.len()).map_err(|_| too_long(fields.key.len()))?;
     let properties_bytes =
         u32::try_from(fields.properties.len()).map_err(|_| too_long(fields.properties.len()))?;
@@ -164,7 +173,7 @@ pub fn encode_message(fields: &MessageFields<'_>) -> Result<EncodedRecord, Decod
     let header = RecordHeader {
         total_bytes: total_u32,
         crc: 0,
-        kind: RecordKind::Message,
+        kind: fields.kind,
         delay_level: fields.delay_level,
         log_offset: 0,
         store_ms: 0,
@@ -275,6 +284,14 @@ pub fn decode_header(buf: &[u8], log_offset: u64) -> Result<RecordHeader, Decode
         });
     }
     let total = u64::from(decoded.total_bytes);
+    if decoded.kind == RecordKind::Delivery
+        && (decoded.delay_level == 0
+            || decoded.key_bytes != 0
+            || decoded.properties_bytes != 0
+            || decoded.body_bytes as usize != ORIGIN_REF_BYTES)
+    {
+        return Err(DecodeError::BadField { field: "delivery" });
+    }
     let expected = match decoded.kind {
         RecordKind::Filler => {
             let payload = u64::from(decoded.topic_bytes)
@@ -286,7 +303,7 @@ pub fn decode_header(buf: &[u8], log_offset: u64) -> Result<RecordHeader, Decode
             }
             total
         }
-        RecordKind::Message => message_bytes(
+        RecordKind::Message | RecordKind::Delivery => message_bytes(
             usize::from(decoded.topic_bytes),
             usize::from(decoded.key_bytes),
             decoded.properties_bytes as usize,
@@ -304,11 +321,50 @@ pub fn decode_header(buf: &[u8], log_offset: u64) -> Result<RecordHeader, Decode
 pub fn checked_bytes(header: &RecordHeader) -> u64 {
     match header.kind {
         RecordKind::Filler => HEADER_BYTES as u64,
-        RecordKind::Message => u64::from(header.total_bytes),
+        RecordKind::Message | RecordKind::Delivery => u64::from(header.total_bytes),
     }
 }
 
-/// Decodes and fully validates a message record that starts at `buf[0]` and was read from
+/// Bytes of an encoded [`OriginRef`].
+pub const ORIGIN_REF_BYTES: usize = 20;
+
+/// The body of a delivery record: where the delivered message's own record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginRef {
+    /// Log offset of the origin record (also the message id).
+    pub log_offset: u64,
+    /// Length of the origin record.
+    pub record_bytes: u32,
+    /// The origin's offset in its delay-level queue.
+    pub level_queue_offset: u64,
+}
+
+impl OriginRef {
+    /// Encodes as `[log_offset u64][record_bytes u32][level_queue_offset u64]`.
+    pub fn encode(&self) -> [u8; ORIGIN_REF_BYTES] {
+        let mut out = [0u8; ORIGIN_REF_BYTES];
+        put_u64(&mut out, 0, self.log_offset);
+        put_u32(&mut out, 8, self.record_bytes);
+        put_u64(&mut out, 12, self.level_queue_offset);
+        out
+    }
+
+    /// Decodes a delivery record's body.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        if body.len() != ORIGIN_REF_BYTES {
+            return Err(DecodeError::BadLength {
+                length: body.len() as u64,
+            });
+        }
+        Ok(OriginRef {
+            log_offset: get_u64(body, 0),
+            record_bytes: get_u32(body, 8),
+            level_queue_offset: get_u64(body, 12),
+        })
+    }
+}
+
+/// Decodes and fully validates a message or delivery record that starts at `buf[0]` and was read from
 /// `log_offset`. `buf` must hold at least [`checked_bytes`] of the header.
 pub fn decode_record(buf: &[u8], log_offset: u64) -> Result<RecordView<'_>, DecodeError> {
     let header = decode_header(buf, log_offset)?;
@@ -412,6 +468,5 @@ fn header_crc(header: &[u8]) -> Hasher {
     crc.update(header.get(CRC_AT + 4..).unwrap_or_default());
     crc
 }
-
 
 use crate::bytes::{get_u16, get_u32, get_u64, get_u8, put_u16, put_u32, put_u64, put_u8, split};

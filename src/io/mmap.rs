@@ -75,8 +75,9 @@ impl MmapFile {
     fn checked_start(&self, what: &str, offset: u64, len: usize, limit: u64) -> io::Result<usize> {
         let len = len as u64;
         match offset.checked_add(len) {
-            Some(end) if end <= limit && limit <= self.len_bytes => usize::try_from(offset)
-                .map_err(|_| out_of_bounds(what, offset, len, limit)),
+            Some(end) if end <= limit && limit <= self.len_bytes => {
+                usize::try_from(offset).map_err(|_| out_of_bounds(what, offset, len, limit))
+            }
             _ => Err(out_of_bounds(what, offset, len, limit)),
         }
     }

@@ -1,0 +1,138 @@
+//! Command-line parsing and the shared conventions: `--dir`, JSON lines on stdout, errors as
+//! one JSON object on stderr with a non-zero exit code.
+
+mod consume;
+mod demo;
+mod put;
+mod stats;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use delaystore::{Error, Options, Store};
+
+/// Exit code when the command ran but found or met a problem it reports (bad input line...).
+pub const EXIT_PROBLEM: i32 = 1;
+/// Exit code when the command could not run.
+pub const EXIT_FAILED: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "delaystore", version, about = "Embedded delayed-message store")]
+struct Cli {
+    /// Store directory.
+    #[arg(long, global = true, default_value = "./delaystore-data")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Creates a store.
+    Init {
+        /// Delay-level table, e.g. "200ms 1s 5s" (units ms s m h d).
+        #[arg(long)]
+        levels: Option<String>,
+        /// Commit-log segment size in bytes.
+        #[arg(long)]
+        segment_bytes: Option<u64>,
+        /// Queues per topic.
+        #[arg(long)]
+        queues: Option<u32>,
+    },
+    /// Puts messages: JSON lines from stdin, or generated with --count.
+    Put(put::PutArgs),
+    /// Prints a topic's messages for a consumer group, committing its offsets as it goes.
+    Consume(consume::ConsumeArgs),
+    /// Prints the store's state as one JSON object.
+    Stats,
+    /// Runs the order-timeout scenario on an embedded store in a temporary directory.
+    Demo(demo::DemoArgs),
+}
+
+/// Parses the command line and runs the command; returns the exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init {
+            levels,
+            segment_bytes,
+            queues,
+        } => init(&cli.dir, levels, segment_bytes, queues),
+        Command::Put(args) => put::run(&cli.dir, &args),
+        Command::Consume(args) => consume::run(&cli.dir, &args),
+        Command::Stats => stats::run(&cli.dir),
+        Command::Demo(args) => demo::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            report_error(&err.to_string(), None);
+            EXIT_FAILED
+        }
+    }
+}
+
+/// Prints one JSON value as a line on stdout and flushes, so a reader sees it at once.
+pub fn emit(value: &serde_json::Value) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    // A closed stdout (the reader went away) is not worth a panic; the exit code still tells.
+    if writeln!(out, "{value}").and_then(|()| out.flush()).is_err() {
+        eprintln!("delaystore: stdout is closed");
+    }
+}
+
+/// Prints an error as one JSON line on stderr.
+pub fn report_error(message: &str, line: Option<u64>) {
+    let value = match line {
+        Some(line) => serde_json::json!({ "error": message, "line": line }),
+        None => serde_json::json!({ "error": message }),
+    };
+    eprintln!("{value}");
+}
+
+/// Opens an existing store (or creates one with defaults when `create` is set).
+pub fn open_store(dir: &Path, create: bool) -> Result<Store, Error> {
+    Store::open(
+        dir,
+        Options {
+            create_if_missing: create,
+            ..Options::default()
+        },
+    )
+}
+
+fn init(
+    dir: &Path,
+    levels: Option<String>,
+    segment_bytes: Option<u64>,
+    queues: Option<u32>,
+) -> Result<i32, Error> {
+    if dir.join(delaystore::meta::META_FILE).exists() {
+        report_error(
+            &format!("a store already exists in {}", dir.display()),
+            None,
+        );
+        return Ok(EXIT_FAILED);
+    }
+    let defaults = Options::default();
+    let store = Store::open(
+        dir,
+        Options {
+            delay_levels: levels,
+            segment_bytes: segment_bytes.unwrap_or(defaults.segment_bytes),
+            default_queue_count: queues,
+            ..defaults
+        },
+    )?;
+    let levels_ms = store.delay_levels_ms();
+    store.close()?;
+    emit(&serde_json::json!({
+        "dir": dir.display().to_string(),
+        "created": true,
+        "levels_ms": levels_ms,
+    }));
+    Ok(0)
+}

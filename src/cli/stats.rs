@@ -1,0 +1,49 @@
+//! `delaystore stats`: the store's state as one JSON object.
+
+use std::path::Path;
+
+use delaystore::consume_queue::QueueKey;
+use delaystore::Error;
+
+use super::{emit, open_store};
+
+pub fn run(dir: &Path) -> Result<i32, Error> {
+    let store = open_store(dir, false)?;
+    let stats = store.stats();
+    let levels = store.delay_levels_ms();
+    store.close()?;
+    let messages: u64 = stats
+        .queues
+        .iter()
+        .filter(|(key, _)| matches!(key, QueueKey::Topic { .. }))
+        .map(|(_, count)| count)
+        .sum();
+    let pending: serde_json::Map<String, serde_json::Value> = stats
+        .pending_per_level
+        .iter()
+        .map(|(level, count)| (level.to_string(), (*count).into()))
+        .collect();
+    let consumers: Vec<serde_json::Value> = stats
+        .consumers
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "group": c.group, "topic": c.topic, "queue": c.queue,
+                "committed_offset": c.committed_offset, "lag": c.lag,
+            })
+        })
+        .collect();
+    emit(&serde_json::json!({
+        "messages": messages,
+        "pending_delayed": stats.pending_per_level.iter().map(|(_, c)| c).sum::<u64>(),
+        "pending_per_level": pending,
+        "next_due_ms": stats.next_due_ms,
+        "levels_ms": levels,
+        "consumer_lag": consumers,
+        "log_start_offset": stats.log_start_offset,
+        "log_end_offset": stats.written_end_offset,
+        "segments": stats.segment_count,
+        "segment_bytes": stats.segment_bytes_total,
+    }));
+    Ok(0)
+}
