@@ -31,6 +31,10 @@ pub struct StoreMeta {
     pub topic_queue_counts: BTreeMap<String, u32>,
     /// Delay of each level in ms (level 1 first).
     pub delay_levels_ms: Vec<u64>,
+    /// Segment size the store was created with. Informational for the library (each open
+    /// chooses the size of new segments); the CLI reopens with it.
+    #[serde(default)]
+    pub segment_bytes: Option<u64>,
 }
 
 impl StoreMeta {
@@ -44,6 +48,7 @@ impl StoreMeta {
             default_queue_count: options.default_queue_count.unwrap_or(DEFAULT_QUEUE_COUNT),
             topic_queue_counts: options.topic_queue_counts.clone(),
             delay_levels_ms: parse_delay_levels(table)?,
+            segment_bytes: Some(options.segment_bytes),
         })
     }
 

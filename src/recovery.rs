@@ -155,11 +155,21 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
             segments_removed.push(path);
         }
     }
+    // After a clean close that the scan confirmed (it ended on zeros right at the checkpoint),
+    // the tail is known to be zero: skip reading the rest of the segment.
+    let clean_end = scan.torn_tail.is_none()
+        && end == scan_from
+        && matches!(
+            checkpoint_use,
+            CheckpointUse::Used {
+                clean_shutdown: true
+            }
+        );
     for segment in segments.iter_mut() {
         if segment.contains(end) {
             segment
                 .file
-                .reset_tail(end - segment.base_offset)
+                .reset_tail(end - segment.base_offset, !clean_end)
                 .map_err(|e| Error::io(&segment.path, e))?;
         }
         // Records accepted by the scan may still be only in the page cache (process crash):
@@ -211,7 +221,7 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         if queue.get(good).is_ok() {
             queues_truncated.push(key.clone());
         }
-        queue.truncate_to(good)?;
+        queue.truncate_to(good, !clean_end || good < count)?;
         queues.insert(&key, queue);
     }
 

@@ -10,6 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use delaystore::io::RealFs;
+use delaystore::meta::StoreMeta;
 use delaystore::{Error, Options, Store};
 
 /// Exit code when the command ran but found or met a problem it reports (bad input line...).
@@ -93,13 +95,17 @@ pub fn report_error(message: &str, line: Option<u64>) {
     eprintln!("{value}");
 }
 
-/// Opens an existing store (or creates one with defaults when `create` is set).
+/// Opens an existing store with the segment size it was created with (or creates one with
+/// defaults when `create` is set).
 pub fn open_store(dir: &Path, create: bool) -> Result<Store, Error> {
+    let defaults = Options::default();
+    let stored = StoreMeta::load(&RealFs, dir)?.and_then(|meta| meta.segment_bytes);
     Store::open(
         dir,
         Options {
             create_if_missing: create,
-            ..Options::default()
+            segment_bytes: stored.unwrap_or(defaults.segment_bytes),
+            ..defaults
         },
     )
 }

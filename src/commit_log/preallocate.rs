@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::segment::Segment;
 use crate::error::{Error, Result};
@@ -35,14 +35,29 @@ pub fn create_segment(
 /// A request: (base offset, length in bytes).
 type Request = (u64, u64);
 
-/// Result of one background creation.
-type Prepared = (u64, Result<Segment>);
+/// What the background thread is doing for the writer.
+#[derive(Debug, Default)]
+enum Slot {
+    /// Nothing requested or prepared.
+    #[default]
+    Empty,
+    /// Creating the segment at this base offset.
+    InFlight(u64),
+    /// Created (or failed to create) the segment at this base offset.
+    Ready(u64, Result<Segment>),
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    slot: Mutex<Slot>,
+    changed: Condvar,
+}
 
 /// The background segment creator.
 #[derive(Debug)]
 pub struct Preallocator {
     requests: Option<Sender<Request>>,
-    ready: Arc<Mutex<Option<Prepared>>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -50,44 +65,54 @@ impl Preallocator {
     /// Starts the thread.
     pub fn start(fs: Arc<dyn FileSystem>, dir: PathBuf) -> Result<Self> {
         let (tx, rx): (Sender<Request>, Receiver<Request>) = crossbeam_channel::bounded(1);
-        let ready: Arc<Mutex<Option<Prepared>>> = Arc::new(Mutex::new(None));
-        let slot = ready.clone();
+        let shared = Arc::new(Shared::default());
+        let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("delaystore-prealloc".into())
             .spawn(move || {
                 for (base, len) in rx {
                     let segment = create_segment(fs.as_ref(), &dir, base, len);
-                    *slot.lock() = Some((base, segment));
+                    *worker.slot.lock() = Slot::Ready(base, segment);
+                    worker.changed.notify_all();
                 }
             })
             .map_err(|e| Error::io("preallocator thread", e))?;
         Ok(Preallocator {
             requests: Some(tx),
-            ready,
+            shared,
             thread: Some(thread),
         })
     }
 
-    /// Asks for the segment at `base_offset` to be prepared (no-op if a request is pending).
+    /// Asks for the segment at `base_offset` to be prepared, unless one is being prepared or
+    /// waits unused.
     pub fn request(&self, base_offset: u64, len_bytes: u64) {
-        if let Some(tx) = &self.requests {
-            // A full channel means a request is already in flight; the writer falls back to
-            // creating inline if the prepared segment is not the one it needs.
-            if tx.try_send((base_offset, len_bytes)).is_err() {}
+        let Some(tx) = &self.requests else { return };
+        let mut slot = self.shared.slot.lock();
+        if !matches!(*slot, Slot::Empty) {
+            return;
+        }
+        if tx.try_send((base_offset, len_bytes)).is_ok() {
+            *slot = Slot::InFlight(base_offset);
         }
     }
 
-    /// Takes the prepared segment if it is the one at `base_offset` and has the right size.
-    /// A failed preparation is returned as its error.
+    /// Takes the segment prepared at `base_offset`, waiting if it is being created right now
+    /// (creating it inline as well would race on the same file name). `None` if no segment of
+    /// that base and size was asked for (the slot is then left as it was); a failed preparation
+    /// is returned as its error.
     pub fn take(&self, base_offset: u64, len_bytes: u64) -> Option<Result<Segment>> {
-        let mut slot = self.ready.lock();
-        match slot.take() {
-            Some((base, Ok(segment)))
+        let mut slot = self.shared.slot.lock();
+        while matches!(*slot, Slot::InFlight(base) if base == base_offset) {
+            self.shared.changed.wait(&mut slot);
+        }
+        match std::mem::take(&mut *slot) {
+            Slot::Ready(base, Ok(segment))
                 if base == base_offset && segment.len_bytes() == len_bytes =>
             {
                 Some(Ok(segment))
             }
-            Some((base, Err(err))) if base == base_offset => Some(Err(err)),
+            Slot::Ready(base, Err(err)) if base == base_offset => Some(Err(err)),
             other => {
                 *slot = other;
                 None

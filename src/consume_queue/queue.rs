@@ -195,9 +195,10 @@ impl ConsumeQueue {
         Ok(())
     }
 
-    /// Recovery only: keeps entries below `count`, zeroes every entry after it, and removes
-    /// files that start at or after it (except the first file, kept for its directory).
-    pub fn truncate_to(&mut self, count: u64) -> Result<()> {
+    /// Recovery only: keeps entries below `count`, removes files that start at or after it
+    /// (except the first file, kept for its directory), and with `zero_tail` zeroes every entry
+    /// after it (not needed after a clean close, whose tail is already zero).
+    pub fn truncate_to(&mut self, count: u64, zero_tail: bool) -> Result<()> {
         let files = self.files.get_mut();
         while files.len() > 1 && files.last().is_some_and(|f| f.first_entry >= count) {
             if let Some(file) = files.pop() {
@@ -211,7 +212,7 @@ impl ConsumeQueue {
             let keep = count.clamp(file.first_entry, file.end_entry()) - file.first_entry;
             if keep < file.capacity_entries {
                 file.file
-                    .reset_tail(keep * ENTRY_BYTES as u64)
+                    .reset_tail(keep * ENTRY_BYTES as u64, zero_tail)
                     .map_err(|e| Error::io(&file.path, e))?;
             }
         }

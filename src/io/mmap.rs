@@ -149,9 +149,12 @@ impl MappedFile for MmapFile {
         self.map.flush_range(start, len)
     }
 
-    fn reset_tail(&mut self, readable_bytes: u64) -> io::Result<()> {
+    fn reset_tail(&mut self, readable_bytes: u64, zero_tail: bool) -> io::Result<()> {
         let readable = readable_bytes.min(self.len_bytes);
         *self.readable_bytes.get_mut() = readable;
+        if !zero_tail {
+            return Ok(());
+        }
         let start = usize::try_from(readable)
             .map_err(|_| out_of_bounds("reset", readable, 0, self.len_bytes))?;
         let len = usize::try_from(self.len_bytes)

@@ -47,9 +47,10 @@ pub trait MappedFile: Send + Sync + Debug {
     /// the caller (the store poisons itself).
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()>;
 
-    /// Lowers the readable boundary to `readable_bytes` and zeroes everything after it (pages
-    /// that are already zero are left untouched). Only recovery calls it, before sharing.
-    fn reset_tail(&mut self, readable_bytes: u64) -> io::Result<()>;
+    /// Sets the readable boundary to `readable_bytes` (up or down). With `zero_tail`, also
+    /// zeroes everything after it and syncs what it changed (pages that are already zero are
+    /// left untouched). Only recovery calls it, before the file is shared.
+    fn reset_tail(&mut self, readable_bytes: u64, zero_tail: bool) -> io::Result<()>;
 }
 
 /// How to open a mapped file.
