@@ -39,8 +39,10 @@ pub trait DeliveryHost {
     /// Where `level`'s delivery starts after open.
     fn delivered(&self, level: u8) -> u64;
     /// Appends the delivery record of the origin an entry points at (reading and checking the
-    /// origin record first); returns the log end after it.
-    fn repost(&self, origin: OriginRef, level: u8, now_ms: u64) -> Result<u64>;
+    /// origin record first); returns the log end after it, or `None` if the origin record is
+    /// corrupt and can never be delivered (the host counts and reports it; it is not retried,
+    /// so one rotten record cannot block its level).
+    fn repost(&self, origin: OriginRef, level: u8, now_ms: u64) -> Result<Option<u64>>;
     /// Called after a round that re-posted something, with the log end to make durable (sync
     /// mode) before the re-posts become visible.
     fn after_round(&self, log_end: u64) -> Result<()>;
@@ -111,7 +113,9 @@ fn deliver_round(host: &dyn DeliveryHost, cursors: &mut [u64]) -> Result<Round> 
                 record_bytes: entry.record_bytes,
                 level_queue_offset: *cursor,
             };
-            log_end = Some(host.repost(origin, level, now)?);
+            if let Some(end) = host.repost(origin, level, now)? {
+                log_end = Some(end);
+            }
             *cursor += 1;
             batch += 1;
         }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -103,6 +103,9 @@ pub struct Stats {
     pub pending_per_level: Vec<(u8, u64)>,
     /// Due time of the earliest pending delayed message, in ms.
     pub next_due_ms: Option<u64>,
+    /// Delayed messages found corrupt at delivery time and skipped since open (each is also
+    /// reported on stderr with its file and offset); never silent.
+    pub undeliverable: u64,
     /// Whether a failed sync poisoned the store.
     pub poisoned: bool,
 }
@@ -135,6 +138,8 @@ struct Inner {
     offsets: ConsumerOffsets,
     placements: Mutex<Placements>,
     round_robin: AtomicU32,
+    /// Delayed messages skipped because their record is corrupt (since open).
+    undeliverable: AtomicU64,
     /// Highest delay level that may hold entries (the table's, or more from an older table).
     level_count: u8,
     stopping: AtomicBool,
@@ -228,6 +233,7 @@ impl Store {
             offsets,
             placements: Mutex::new(placements),
             round_robin: AtomicU32::new(0),
+            undeliverable: AtomicU64::new(0),
             level_count,
             stopping: AtomicBool::new(false),
             stop_signal: Signal::new(),
@@ -800,6 +806,7 @@ impl Inner {
             consumers,
             pending_per_level,
             next_due_ms,
+            undeliverable: self.undeliverable.load(Ordering::Relaxed),
             poisoned: self.log.is_poisoned(),
         }
     }
@@ -847,10 +854,21 @@ impl DeliveryHost for Inner {
         self.progress.cursors.delivered(level)
     }
 
-    fn repost(&self, origin: OriginRef, level: u8, now_ms: u64) -> Result<u64> {
-        let bytes = self.read_checked(origin.log_offset)?;
-        let record = decode_record(&bytes, origin.log_offset)
-            .map_err(|kind| self.log.corruption(origin.log_offset, kind))?;
+    fn repost(&self, origin: OriginRef, level: u8, now_ms: u64) -> Result<Option<u64>> {
+        let skip = |err: Error| {
+            self.undeliverable.fetch_add(1, Ordering::Relaxed);
+            eprintln!("delaystore: skipping an undeliverable delayed message: {err}");
+            Ok(None)
+        };
+        let bytes = match self.read_checked(origin.log_offset) {
+            Ok(bytes) => bytes,
+            Err(err @ Error::Corruption { .. }) => return skip(err),
+            Err(err) => return Err(err),
+        };
+        let record = match decode_record(&bytes, origin.log_offset) {
+            Ok(record) => record,
+            Err(kind) => return skip(self.log.corruption(origin.log_offset, kind)),
+        };
         let (topic, queue, due_ms) = (record.topic, record.header.queue_id, record.header.due_ms);
         let queue_count = self.meta.read().queue_count(topic).max(queue + 1);
         let body = origin.encode();
@@ -876,7 +894,7 @@ impl DeliveryHost for Inner {
                 queue_offset,
             })
         })?;
-        Ok(appended.end_offset)
+        Ok(Some(appended.end_offset))
     }
 
     fn after_round(&self, log_end: u64) -> Result<()> {
