@@ -26,7 +26,7 @@ use crate::commit_log::{CommitLog, COMMIT_LOG_DIR};
 use crate::consume_queue::{ConsumeQueue, ConsumeQueues, QueueKey};
 use crate::dispatch::{dispatch_range, dispatch_target, DispatchProgress, LevelCursors};
 use crate::error::{DecodeError, Error, Result};
-use crate::io::{FileSystem, OpenMode};
+use crate::io::{create_dir_synced, FileSystem, OpenMode};
 use crate::naming::parse_offset_file_name;
 
 /// How the checkpoint was used.
@@ -112,8 +112,7 @@ pub struct RecoveryConfig {
 pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
     let fs = config.fs.clone();
     let log_dir = config.dir.join(COMMIT_LOG_DIR);
-    fs.create_dir_all(&log_dir)
-        .map_err(|e| Error::io(&log_dir, e))?;
+    create_dir_synced(fs.as_ref(), &log_dir).map_err(|e| Error::io(&log_dir, e))?;
     let mut segments = open_segments(fs.as_ref(), &log_dir)?;
 
     let first_offset = segments.first().map_or(0, |s| s.base_offset);

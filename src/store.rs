@@ -167,7 +167,7 @@ impl Store {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let fs = options.fs.clone();
-        fs.create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        crate::io::create_dir_synced(fs.as_ref(), &dir).map_err(|e| Error::io(&dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = fs
             .try_lock(&lock_path)

@@ -175,9 +175,6 @@ impl ConsumeQueues {
             return Ok(queue);
         }
         let queue = self.open_detached(key)?;
-        let parent = queue_dir(&self.store_dir, key);
-        let parent = crate::io::parent_dir(&parent);
-        self.fs.sync_dir(parent).map_err(|e| Error::io(parent, e))?;
         Ok(self.insert(&key.to_key(), queue))
     }
 

@@ -43,10 +43,10 @@ pub struct ConsumeQueue {
 }
 
 impl ConsumeQueue {
-    /// Opens (or creates the directory of) the queue stored in `dir`. The entry count starts at
+    /// Opens (or creates, durably, the directory of) the queue stored in `dir`. The entry count starts at
     /// the end of the files found; recovery then calls [`ConsumeQueue::truncate_to`].
     pub fn open(fs: Arc<dyn FileSystem>, dir: &Path, file_entries: u64) -> Result<Self> {
-        fs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::io::create_dir_synced(fs.as_ref(), dir).map_err(|e| Error::io(dir, e))?;
         let mut names: Vec<(u64, String)> = fs
             .list_dir(dir)
             .map_err(|e| Error::io(dir, e))?

@@ -12,12 +12,14 @@
 
 mod mmap;
 mod real_fs;
+mod sim_fs;
 
 use std::fmt::Debug;
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use real_fs::RealFs;
+pub use sim_fs::SimFs;
 
 /// A fixed-length file mapped for appending, shared by one writer and many readers.
 ///
@@ -112,6 +114,23 @@ pub fn write_atomic(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::Resul
     fs.write_file_synced(&tmp, bytes)?;
     fs.rename(&tmp, path)?;
     fs.sync_dir(parent_dir(path))
+}
+
+/// Creates a directory (and its parents) and makes each newly created one durable by syncing
+/// the directory that holds it: an unsynced new directory may vanish in a power loss, with
+/// every file in it.
+pub fn create_dir_synced(fs: &dyn FileSystem, path: &Path) -> io::Result<()> {
+    let missing: Vec<PathBuf> = path
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .take_while(|a| !fs.exists(a))
+        .map(Path::to_path_buf)
+        .collect();
+    fs.create_dir_all(path)?;
+    for dir in missing.iter().rev() {
+        fs.sync_dir(parent_dir(dir))?;
+    }
+    Ok(())
 }
 
 /// The temporary name [`write_atomic`] writes before renaming (`NAME.tmp`).

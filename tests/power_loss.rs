@@ -1,0 +1,262 @@
+//! Crash tier on the simulated file system: a seeded random workload in sync mode (plain and
+//! delayed puts, clock advances), then a power loss (or a process crash) at a random step;
+//! the store reopened on the surviving image must keep every acknowledged message, invent
+//! none, and deliver every delayed one exactly once, never early.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use delaystore::io::SimFs;
+use delaystore::{Durability, ManualClock, Message, Options, Store, SyncMode};
+
+const TOPICS: [&str; 2] = ["orders", "payments"];
+const LEVELS_MS: [u64; 2] = [1_000, 5_000];
+
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn options(fs: &SimFs, clock: &ManualClock, sync_mode: SyncMode) -> Options {
+    Options {
+        fs: Arc::new(fs.clone()),
+        clock: Arc::new(clock.clone()),
+        sync_mode,
+        // Long enough that the background flusher rarely runs: durability comes from the
+        // workload's own syncs, so power loss has unsynced data to destroy.
+        flush_interval_ms: 60_000,
+        checkpoint_interval_ms: 600_000,
+        delay_levels: Some("1s 5s".into()),
+        ..common::small_options()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Figures {
+    crash_points: u64,
+    acknowledged: u64,
+    acknowledged_lost: u64,
+    phantom: u64,
+    duplicates: u64,
+    early: u64,
+    undelivered_overdue: u64,
+    not_a_prefix: u64,
+    buffered_lost: u64,
+}
+
+/// Every message in every queue of the test topics: body -> (count, delivered, due).
+/// Body -> every copy seen, as (due_ms, delivered_ms).
+type Seen = BTreeMap<String, Vec<(Option<u64>, Option<u64>)>>;
+
+fn collect(store: &Store) -> Seen {
+    let mut seen = Seen::new();
+    for topic in TOPICS {
+        for queue in 0..store.queue_count(topic).unwrap() {
+            let mut from = 0;
+            loop {
+                let batch = store.pull(topic, queue, from, 1000).unwrap();
+                let Some(last) = batch.last() else { break };
+                from = last.queue_offset + 1;
+                for m in batch {
+                    let body = String::from_utf8(m.body).unwrap();
+                    seen.entry(body)
+                        .or_default()
+                        .push((m.due_ms, m.delivered_ms));
+                }
+            }
+        }
+    }
+    seen
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Sync store; every put acknowledged durable.
+    Sync,
+    /// Async store; a third of the puts ask for Durability::Sync.
+    Mixed,
+}
+
+fn run_seed(seed: u64, power_loss: bool, mode: Mode, figures: &mut Figures) {
+    let mut rng = seed;
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let dir = Path::new("/store");
+    let sync_mode = match mode {
+        Mode::Sync => SyncMode::Sync,
+        Mode::Mixed => SyncMode::Async,
+    };
+    let store = Store::open(dir, options(&fs, &clock, sync_mode)).unwrap();
+    // Bodies in put order, and whether each was acknowledged durable.
+    let mut order: Vec<(String, bool)> = Vec::new();
+    let steps = 20 + next(&mut rng) % 200;
+    let crash_at = next(&mut rng) % steps;
+    // body -> due_ms (None: not delayed)
+    let mut acknowledged: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    let mut attempted: BTreeSet<String> = BTreeSet::new();
+    for step in 0..steps {
+        if step == crash_at {
+            break;
+        }
+        match next(&mut rng) % 10 {
+            0 => clock.advance_ms(next(&mut rng) % 3_000),
+            1 => store.flush().unwrap(),
+            _ => {
+                let topic = TOPICS[(next(&mut rng) % 2) as usize];
+                let level = (next(&mut rng) % 3) as u8;
+                let body = format!("{seed}-{step}");
+                let size = (next(&mut rng) % 3000) as usize;
+                let mut message = Message::new(topic, body.clone())
+                    .with_key(format!("k{}", next(&mut rng) % 7))
+                    .with_property("pad", "x".repeat(size))
+                    .with_delay_level(level);
+                message.queue = None;
+                attempted.insert(body.clone());
+                let durable = mode == Mode::Sync || next(&mut rng).is_multiple_of(3);
+                let durability = if durable {
+                    Durability::Sync
+                } else {
+                    Durability::Buffered
+                };
+                let receipt = store.put_with(&message, durability).unwrap();
+                order.push((body.clone(), durable));
+                acknowledged.insert(body, receipt.due_ms);
+            }
+        }
+    }
+    store.simulate_crash();
+    let image = if power_loss {
+        fs.power_loss(seed)
+    } else {
+        fs.process_crash()
+    };
+    let store = Store::open(dir, options(&image, &clock, sync_mode)).unwrap();
+    if std::env::var("DELAYSTORE_DEBUG").is_ok() {
+        eprintln!("seed={seed} recovery={:?}", store.recovery_report());
+        for (i, (b, d)) in order.iter().enumerate() {
+            eprintln!("  put #{i} {b} durable={d}");
+        }
+    }
+    // Let everything fall due, and wait for delivery to finish.
+    clock.advance_ms(LEVELS_MS[1] * 10);
+    let expected_delayed = acknowledged.values().filter(|d| d.is_some()).count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pending: u64 = store.stats().pending_per_level.iter().map(|(_, n)| n).sum();
+        if pending == 0 || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let seen = collect(&store);
+    figures.crash_points += 1;
+    figures.acknowledged += acknowledged.len() as u64;
+    // What survives is a prefix of the put order (one producer: log order = put order), and
+    // it includes every message acknowledged durable, and, after a process crash, all.
+    let survived: Vec<bool> = order.iter().map(|(b, _)| seen.contains_key(b)).collect();
+    if let Some(first_gap) = survived.iter().position(|s| !s) {
+        if survived[first_gap..].iter().any(|s| *s) {
+            figures.not_a_prefix += 1;
+            eprintln!(
+                "seed={seed} power_loss={power_loss} mode={mode:?}: survivors are not a prefix"
+            );
+        }
+    }
+    for (body, due) in &acknowledged {
+        let durable = order.iter().any(|(b, d)| b == body && *d);
+        match seen.get(body) {
+            None if durable || !power_loss => {
+                figures.acknowledged_lost += 1;
+                eprintln!(
+                    "seed={seed} power_loss={power_loss} mode={mode:?}: lost {body} (due {due:?})"
+                );
+            }
+            None => figures.buffered_lost += 1,
+            Some(copies) => {
+                if copies.len() > 1 {
+                    figures.duplicates += copies.len() as u64 - 1;
+                }
+                for (seen_due, delivered) in copies {
+                    if seen_due != due {
+                        figures.phantom += 1;
+                    }
+                    if let (Some(d), Some(at)) = (seen_due, delivered) {
+                        if at < d {
+                            figures.early += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (body, copies) in &seen {
+        if !attempted.contains(body) {
+            figures.phantom += copies.len() as u64;
+        } else if !acknowledged.contains_key(body) && copies.len() > 1 {
+            figures.duplicates += copies.len() as u64 - 1;
+        }
+    }
+    let pending: u64 = store.stats().pending_per_level.iter().map(|(_, n)| n).sum();
+    figures.undelivered_overdue += pending;
+    assert!(expected_delayed <= acknowledged.len());
+    store.close().unwrap();
+}
+
+fn suite(power_loss: bool, mode: Mode) {
+    let seeds: u64 = std::env::var("DELAYSTORE_SOAK").ok().map_or(60, |_| 2_000);
+    let base: u64 = std::env::var("DELAYSTORE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut figures = Figures::default();
+    for seed in base..base + seeds {
+        run_seed(seed, power_loss, mode, &mut figures);
+    }
+    println!(
+        "seed={base} crash_points={} crash={} mode={mode:?} acknowledged={} acknowledged_lost={} buffered_lost={} not_a_prefix={} phantom={} duplicates={} early={} undelivered_overdue={}",
+        figures.crash_points,
+        if power_loss { "power_loss" } else { "process_crash" },
+        figures.acknowledged,
+        figures.acknowledged_lost,
+        figures.buffered_lost,
+        figures.not_a_prefix,
+        figures.phantom,
+        figures.duplicates,
+        figures.early,
+        figures.undelivered_overdue
+    );
+    assert_eq!(figures.acknowledged_lost, 0, "rerun with DELAYSTORE_SEED");
+    assert_eq!(figures.phantom, 0);
+    assert_eq!(figures.duplicates, 0);
+    assert_eq!(figures.early, 0);
+    assert_eq!(figures.undelivered_overdue, 0);
+    assert_eq!(figures.not_a_prefix, 0);
+}
+
+#[test]
+fn power_loss_sync_mode() {
+    suite(true, Mode::Sync);
+}
+
+#[test]
+fn power_loss_mixed_durability() {
+    suite(true, Mode::Mixed);
+}
+
+#[test]
+fn process_crash_sync_mode() {
+    suite(false, Mode::Sync);
+}
+
+#[test]
+fn process_crash_mixed_durability() {
+    suite(false, Mode::Mixed);
+}
