@@ -2,7 +2,9 @@
 //! consume queues, and whether the last close was clean.
 //!
 //! Written by atomic replace (never in place), framed with magic, version and CRC. Recovery
-//! starts its scan at `log_end_offset`; a clean checkpoint lets a reopen skip the scan.
+//! starts its scan at `log_end_offset`, so after a clean close the scan reads one header and
+//! stops; a clean checkpoint also lets recovery skip zeroing the tails of the active segment
+//! and queue files.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;

@@ -134,21 +134,44 @@ impl ConsumerOffsets {
         table.dirty = true;
     }
 
-    /// Writes the table if it changed since the last write.
-    pub fn persist(&self) -> Result<()> {
+    /// Writes the table if it changed since the last write. The table is snapshot first, then
+    /// `before_write` runs (the caller syncs the commit log there), then the snapshot is
+    /// written: every offset written was committed for messages that were visible at snapshot
+    /// time, so the log is durable past them and a power loss cannot leave an offset pointing
+    /// beyond the recovered queue.
+    pub fn persist_after(&self, before_write: impl FnOnce() -> Result<()>) -> Result<()> {
         let _writing = self.persist.lock();
         let bytes = {
             let mut table = self.table.lock();
-            if !table.dirty {
-                return Ok(());
-            }
+            let bytes = table.dirty.then(|| encode_offsets(&table.offsets));
             table.dirty = false;
-            encode_offsets(&table.offsets)
+            bytes
         };
-        let result = write_atomic(self.fs.as_ref(), &self.path, &bytes);
+        let synced = before_write();
+        let Some(bytes) = bytes else { return synced };
+        let result = synced.and_then(|()| {
+            write_atomic(self.fs.as_ref(), &self.path, &bytes).map_err(|e| Error::io(&self.path, e))
+        });
         if result.is_err() {
             self.table.lock().dirty = true;
         }
-        result.map_err(|e| Error::io(&self.path, e))
+        result
+    }
+
+    /// Lowers every offset of (topic, queue) that lies past `end` (after recovery cut the
+    /// queue) to `end`; returns what it changed as (group, topic, queue, from, to).
+    pub fn clamp(&self, topic: &str, queue: u32, end: u64) -> Vec<(String, String, u32, u64, u64)> {
+        let mut table = self.table.lock();
+        let mut changed = Vec::new();
+        for ((group, t, q), offset) in table.offsets.iter_mut() {
+            if t == topic && *q == queue && *offset > end {
+                changed.push((group.clone(), t.clone(), *q, *offset, end));
+                *offset = end;
+            }
+        }
+        if !changed.is_empty() {
+            table.dirty = true;
+        }
+        changed
     }
 }

@@ -8,6 +8,15 @@
 //! It must never deliver a message twice or drop one: its progress is not saved anywhere but
 //! derived from the delivery records in the log (see [`crate::dispatch::LevelCursors`]), and
 //! it retries a failed re-post until it succeeds or the store is poisoned.
+//!
+//! **Clock jumps.** Due times are wall-clock times fixed at put (store time + the delay the
+//! message was stored with); the current delay table is never consulted, so reopening with
+//! another table changes no stored due time. A forward jump makes everything it passes due. When
+//! the clock is seen going back, to `j`, every message already queued is treated as if stored
+//! at `min(store time, j)`: its deadline becomes `due - max(0, store time - j)`. So a backward
+//! jump never holds a message longer than its own delay after the jump (RocketMQ's
+//! `correctDeliverTimestamp` bound), never releases it before its delay has elapsed since the
+//! jump (RocketMQ releases such messages at once), and keeps each level in order.
 
 use std::time::Duration;
 
@@ -28,14 +37,20 @@ pub trait DeliveryHost {
     fn now_ms(&self) -> u64;
     /// Whether the store is stopping.
     fn stopping(&self) -> bool;
-    /// Delay of `level` in the current table (`None` for a level beyond it).
-    fn level_delay_ms(&self, level: u8) -> Option<u64>;
     /// Highest level that may hold entries.
     fn level_count(&self) -> u8;
+    /// Log offset just past the last record written.
+    fn log_written_end(&self) -> u64;
     /// Entry count of the level's queue (0 if it does not exist).
     fn level_queue_len(&self, level: u8) -> u64;
     /// Entry `index` of the level queue.
     fn level_entry(&self, level: u8, index: u64) -> Result<Entry>;
+    /// Store time of the message an entry points at (read from its record header).
+    fn store_ms(&self, entry: &Entry) -> Result<u64>;
+    /// The newest store time handed out so far, including the log's newest record at open: a
+    /// store time is a clock reading, so a clock below it has gone back (while the store was
+    /// closed, or since that put), whether or not the loop saw the higher reading.
+    fn newest_store_ms(&self) -> u64;
     /// Where `level`'s delivery starts after open.
     fn delivered(&self, level: u8) -> u64;
     /// Appends the delivery record of the origin an entry points at (reading and checking the
@@ -56,13 +71,38 @@ pub trait DeliveryHost {
     fn poisoned(&self) -> bool;
 }
 
+/// A backward clock jump seen by the loop, applied to the messages put before it.
+#[derive(Debug, Clone, Copy)]
+struct JumpCap {
+    /// Clock reading just after the jump.
+    jumped_to_ms: u64,
+    /// Messages whose record lies below this log offset were put before the jump (whether or
+    /// not they were dispatched into their level's queue yet).
+    before_log_offset: u64,
+}
+
+/// The loop's state: per-level cursors and the clock-jump bookkeeping.
+struct Delivery {
+    cursors: Vec<u64>,
+    cap: Option<JumpCap>,
+    /// The clock at the last round.
+    clock_high_ms: u64,
+    /// [`DeliveryHost::newest_store_ms`] at the last round.
+    newest_seen_ms: u64,
+}
+
 /// Runs the delivery loop until the host stops.
 pub fn run_delivery(host: &dyn DeliveryHost) {
-    let mut cursors: Vec<u64> = (0..=u8::MAX).map(|level| host.delivered(level)).collect();
+    let mut state = Delivery {
+        cursors: (0..=u8::MAX).map(|level| host.delivered(level)).collect(),
+        cap: None,
+        clock_high_ms: 0,
+        newest_seen_ms: 0,
+    };
     let mut failing = false;
     while !host.stopping() && !host.poisoned() {
         let generation = host.generation();
-        match deliver_round(host, &mut cursors) {
+        match state.round(host) {
             Ok(Round::Delivered) => failing = false,
             Ok(Round::Idle { next_due_ms }) => {
                 failing = false;
@@ -91,48 +131,83 @@ enum Round {
     Idle { next_due_ms: Option<u64> },
 }
 
-/// One pass over the levels: re-posts what is due (a bounded batch per level).
-fn deliver_round(host: &dyn DeliveryHost, cursors: &mut [u64]) -> Result<Round> {
-    let now = host.now_ms();
-    let mut next_due_ms: Option<u64> = None;
-    let mut log_end = None;
-    for level in 1..=host.level_count() {
-        let Some(cursor) = cursors.get_mut(usize::from(level)) else {
-            continue;
-        };
-        let len = host.level_queue_len(level);
-        let mut batch = 0;
-        while *cursor < len && batch < LEVEL_BATCH_MAX {
-            let entry = host.level_entry(level, *cursor)?;
-            if !is_due(entry.time_ms, now, host.level_delay_ms(level)) {
-                next_due_ms = Some(next_due_ms.map_or(entry.time_ms, |d| d.min(entry.time_ms)));
-                break;
-            }
-            let origin = OriginRef {
-                log_offset: entry.log_offset,
-                record_bytes: entry.record_bytes,
-                level_queue_offset: *cursor,
-            };
-            if let Some(end) = host.repost(origin, level, now)? {
-                log_end = Some(end);
-            }
-            *cursor += 1;
-            batch += 1;
+impl Delivery {
+    /// Notes a backward clock jump: every message put before it gets a cap. The jump is seen
+    /// at the first round after it (the loop wakes at least every second), and is dated to
+    /// that round's clock reading.
+    fn watch_clock(&mut self, host: &dyn DeliveryHost) {
+        let now = host.now_ms();
+        let newest = host.newest_store_ms();
+        // Each jump is noted once: the clock is below the last reading, or a store time above
+        // the clock appeared since the last round (the clock went back after that put, or while
+        // the store was closed). Re-noting it every round would slide the caps later.
+        let jumped = now < self.clock_high_ms || (newest > self.newest_seen_ms && now < newest);
+        if jumped {
+            self.cap = Some(JumpCap {
+                jumped_to_ms: now,
+                before_log_offset: host.log_written_end(),
+            });
         }
+        self.clock_high_ms = now;
+        self.newest_seen_ms = newest;
     }
-    match log_end {
-        Some(end) => {
-            host.after_round(end)?;
-            Ok(Round::Delivered)
-        }
-        None => Ok(Round::Idle { next_due_ms }),
-    }
-}
 
-/// A message is due when its due time has come on the store clock, or when the clock has gone
-/// back so far that the due time lies more than the level's delay ahead: it has then waited
-/// at least its delay already, and holding it for the jump would delay it by more than that
-/// (RocketMQ's `correctDeliverTimestamp` rule).
-pub fn is_due(due_ms: u64, now_ms: u64, level_delay_ms: Option<u64>) -> bool {
-    due_ms <= now_ms || level_delay_ms.is_some_and(|delay| due_ms > now_ms.saturating_add(delay))
+    /// The time an entry may be delivered: its due time, moved earlier after a backward jump
+    /// by how far its store time lay beyond the clock the jump went to.
+    fn deadline_ms(&self, host: &dyn DeliveryHost, entry: &Entry) -> u64 {
+        match self.cap {
+            Some(cap) if entry.log_offset < cap.before_log_offset => match host.store_ms(entry) {
+                Ok(store_ms) if store_ms > cap.jumped_to_ms => {
+                    entry.time_ms.saturating_sub(store_ms - cap.jumped_to_ms)
+                }
+                // An unreadable record is not corrected; the re-post reports it.
+                _ => entry.time_ms,
+            },
+            _ => entry.time_ms,
+        }
+    }
+
+    /// One pass over the levels: re-posts what is due (a bounded batch per level).
+    fn round(&mut self, host: &dyn DeliveryHost) -> Result<Round> {
+        self.watch_clock(host);
+        let mut next_due_ms: Option<u64> = None;
+        let mut log_end = None;
+        for level in 1..=host.level_count() {
+            let len = host.level_queue_len(level);
+            let mut batch = 0;
+            while let Some(&cursor) = self.cursors.get(usize::from(level)) {
+                if cursor >= len || batch >= LEVEL_BATCH_MAX {
+                    break;
+                }
+                let entry = host.level_entry(level, cursor)?;
+                let deadline = self.deadline_ms(host, &entry);
+                // Read the clock after the entry: its store time was read before it was
+                // written, so a fresh entry can never look like it was stored in the future.
+                let now = host.now_ms();
+                if deadline > now {
+                    next_due_ms = Some(next_due_ms.map_or(deadline, |d| d.min(deadline)));
+                    break;
+                }
+                let origin = OriginRef {
+                    log_offset: entry.log_offset,
+                    record_bytes: entry.record_bytes,
+                    level_queue_offset: cursor,
+                };
+                if let Some(end) = host.repost(origin, level, now)? {
+                    log_end = Some(end);
+                }
+                if let Some(slot) = self.cursors.get_mut(usize::from(level)) {
+                    *slot = cursor + 1;
+                }
+                batch += 1;
+            }
+        }
+        match log_end {
+            Some(end) => {
+                host.after_round(end)?;
+                Ok(Round::Delivered)
+            }
+            None => Ok(Round::Idle { next_due_ms }),
+        }
+    }
 }

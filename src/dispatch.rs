@@ -83,12 +83,15 @@ impl LevelCursors {
     }
 }
 
-/// The entry a record gets in its queue.
+/// The entry a record gets in its queue. The time tag is the due time in a delay-level queue
+/// (the delivery dispatcher compares it with the clock) and, in a topic queue, the time the
+/// message became visible there: its store time, or for a delivered message the delivery time.
 pub fn entry_for(header: &RecordHeader) -> Entry {
+    let in_level_queue = header.kind == RecordKind::Message && header.delay_level > 0;
     Entry {
         log_offset: header.log_offset,
         record_bytes: header.total_bytes,
-        time_ms: if header.due_ms > 0 {
+        time_ms: if in_level_queue {
             header.due_ms
         } else {
             header.store_ms

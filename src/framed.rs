@@ -14,8 +14,8 @@ pub fn frame(magic: u32, version: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; FRAME_HEADER_BYTES];
     put_u32(&mut out, 0, magic);
     put_u32(&mut out, 4, version);
-    // Payloads are small files; a payload over 4 GiB cannot be framed and is cut to a length
-    // that fails the CRC on read rather than panicking here.
+    // Payloads are small files; a payload over 4 GiB cannot be framed: its length field is
+    // saturated, so the exact-length check rejects it on read rather than this panicking.
     put_u32(
         &mut out,
         8,

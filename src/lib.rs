@@ -17,7 +17,7 @@
 //!
 //! | acknowledged under | survives a process crash | survives power loss |
 //! |---|---|---|
-//! | [`SyncMode::Async`] / [`Durability::Buffered`] | yes | only what the flusher synced: at most `flush_interval_ms` (default 200 ms) of writes may be lost |
+//! | [`SyncMode::Async`] / [`Durability::Buffered`] | yes | only what the flusher synced: the writes of the last `flush_interval_ms` (default 200 ms) plus the time one flush takes may be lost |
 //! | [`SyncMode::Sync`] / [`Durability::Sync`] | yes | yes |
 //!
 //! Whatever is lost is lost as a suffix: the recovered log is always a prefix of what was

@@ -1,6 +1,6 @@
 //! Recovery: rebuilds everything derived from the commit log when a store opens.
 //!
-//! Every situation it can meet is a labelled case in `docs/recovery.md` (R1..R12), each with a
+//! Every situation it can meet is a labelled case in `docs/recovery.md` (R01..R21), each with a
 //! test of the same name in `tests/recovery.rs`. The steps:
 //! 1. open the segments; a gap between segments is a positioned corruption (never guessed);
 //! 2. read the checkpoint; if missing, corrupt or inconsistent with the log, fall back to a
@@ -72,14 +72,34 @@ pub struct RecoveryReport {
     pub records_scanned: u64,
     /// Set when the scan stopped at bytes that were not zero (a torn or corrupt record).
     pub torn_tail: Option<TornTail>,
-    /// Segment files removed because they lay after the end.
+    /// Segment files removed because they lay after the end (or were cut short at creation).
     pub segments_removed: Vec<PathBuf>,
+    /// How many of the removed segments held data (not only zeros at their start).
+    pub segments_removed_with_data: u64,
+    /// Bytes after the end of the log, in the segment holding it, that were not zero and were
+    /// zeroed (counted by 4 KiB page): what a torn write left, or data after a hole.
+    pub discarded_tail_bytes: u64,
     /// Consume-queue entries dropped because they lay after the checkpointed counts.
     pub queues_truncated: Vec<QueueKey>,
     /// Queues found damaged and rebuilt from the log.
     pub queues_rebuilt: Vec<QueueKey>,
     /// Entries written by replaying dispatch.
     pub entries_replayed: u64,
+    /// Consumer offsets that pointed past their recovered queue and were lowered to its end:
+    /// (group, topic, queue, from, to). Filled in by the store after recovery.
+    pub consumer_offsets_clamped: Vec<(String, String, u32, u64, u64)>,
+}
+
+impl RecoveryReport {
+    /// Whether recovery cut, discarded or rebuilt anything (worth a line in the log).
+    pub fn lost_anything(&self) -> bool {
+        self.torn_tail.is_some()
+            || self.discarded_tail_bytes > 0
+            || self.segments_removed_with_data > 0
+            || !self.queues_rebuilt.is_empty()
+            || !self.consumer_offsets_clamped.is_empty()
+            || matches!(self.checkpoint, CheckpointUse::Rejected { .. })
+    }
 }
 
 /// The recovered parts a store is built from.
@@ -113,13 +133,29 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
     let fs = config.fs.clone();
     let log_dir = config.dir.join(COMMIT_LOG_DIR);
     create_dir_synced(fs.as_ref(), &log_dir).map_err(|e| Error::io(&log_dir, e))?;
-    let mut segments = open_segments(fs.as_ref(), &log_dir)?;
+    let (mut segments, mut segments_removed) = open_segments(fs.as_ref(), &log_dir)?;
 
     let first_offset = segments.first().map_or(0, |s| s.base_offset);
     let log_limit = segments.last().map_or(0, Segment::end_offset);
     let (mut checkpoint_use, checkpoint) = match Checkpoint::load(fs.as_ref(), &config.dir) {
         Ok(None) => (CheckpointUse::Missing, None),
-        Ok(Some(cp)) => match check_checkpoint(&segments, &cp, first_offset, log_limit) {
+        Ok(Some(cp)) if cp.log_end_offset > log_limit || cp.log_end_offset < first_offset => {
+            // The checkpoint is intact but the log does not reach it: segments are missing.
+            // Opening would silently lose everything they held; refuse, naming the gap.
+            return Err(Error::Corruption {
+                file: log_dir,
+                offset: log_limit,
+                kind: DecodeError::WrongPosition {
+                    stored: cp.log_end_offset,
+                    actual: if cp.log_end_offset < first_offset {
+                        first_offset
+                    } else {
+                        log_limit
+                    },
+                },
+            });
+        }
+        Ok(Some(cp)) => match check_checkpoint(&segments, &cp, first_offset) {
             Ok(()) => (
                 CheckpointUse::Used {
                     clean_shutdown: cp.clean_shutdown,
@@ -143,19 +179,9 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         .map_or(first_offset, |c| c.log_end_offset);
     let scan = scan(&segments, scan_from);
 
-    // Cut the log at the end of the last valid record.
-    let end = scan.end_offset;
-    let mut segments_removed = Vec::new();
-    while segments.last().is_some_and(|s| s.base_offset > end) {
-        if let Some(segment) = segments.pop() {
-            let path = segment.path.clone();
-            drop(segment);
-            fs.remove_file(&path).map_err(|e| Error::io(&path, e))?;
-            segments_removed.push(path);
-        }
-    }
     // After a clean close that the scan confirmed (it ended on zeros right at the checkpoint),
     // the tail is known to be zero: skip reading the rest of the segment.
+    let end = scan.end_offset;
     let clean_end = scan.torn_tail.is_none()
         && end == scan_from
         && matches!(
@@ -164,9 +190,45 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
                 clean_shutdown: true
             }
         );
+    // Cut the log at the end of the last valid record: segments after it go, except, after a
+    // clean close, the zero-filled next segment the preallocator had made (kept, so a reopen
+    // does not write a segment of zeros again).
+    let active_end = segments
+        .iter()
+        .find(|s| s.contains(end))
+        .map_or(end, Segment::end_offset);
+    let mut prepared = None;
+    let mut segments_removed_with_data = 0;
+    while segments.last().is_some_and(|s| s.base_offset > end) {
+        let Some(segment) = segments.pop() else { break };
+        let keep = clean_end
+            && segment.base_offset == active_end
+            && segment.len_bytes() == config.segment_bytes
+            && segments.last().is_some_and(|s| s.contains(end));
+        if keep {
+            // Opened as an existing file, it is all readable; it is empty, so the writer's
+            // boundary starts at 0 (its zero content was confirmed by the clean close).
+            let mut segment = segment;
+            segment
+                .file
+                .reset_tail(0, false)
+                .map_err(|e| Error::io(&segment.path, e))?;
+            prepared = Some(segment);
+            continue;
+        }
+        let mut head = [0u8; HEADER_BYTES];
+        if segment.file.read_at(0, &mut head).is_ok() && head.iter().any(|&b| b != 0) {
+            segments_removed_with_data += 1;
+        }
+        let path = segment.path.clone();
+        drop(segment);
+        fs.remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        segments_removed.push(path);
+    }
+    let mut discarded_tail_bytes = 0;
     for segment in segments.iter_mut() {
         if segment.contains(end) {
-            segment
+            discarded_tail_bytes += segment
                 .file
                 .reset_tail(end - segment.base_offset, !clean_end)
                 .map_err(|e| Error::io(&segment.path, e))?;
@@ -183,7 +245,14 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         }
     }
     fs.sync_dir(&log_dir).map_err(|e| Error::io(&log_dir, e))?;
-    let log = CommitLog::from_recovered(fs.clone(), &log_dir, segments, end, config.segment_bytes)?;
+    let log = CommitLog::from_recovered(
+        fs.clone(),
+        &log_dir,
+        segments,
+        prepared,
+        end,
+        config.segment_bytes,
+    )?;
 
     // Consume queues: truncate to the checkpointed counts, rebuild the damaged ones.
     let queues = ConsumeQueues::new(fs.clone(), &config.dir, config.queue_file_entries);
@@ -208,7 +277,7 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         if good < count {
             queues_rebuilt.push(key.clone());
             let restart = match good.checked_sub(1) {
-                Some(last) if last >= queue.min_entry() => queue
+                Some(last) => queue
                     .get(last)
                     .map(|e| e.log_offset + u64::from(e.record_bytes))
                     .unwrap_or(first_offset),
@@ -264,15 +333,20 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
             records_scanned: scan.records,
             torn_tail: scan.torn_tail,
             segments_removed,
+            segments_removed_with_data,
+            discarded_tail_bytes,
             queues_truncated,
             queues_rebuilt,
             entries_replayed,
+            consumer_offsets_clamped: Vec::new(),
         },
     })
 }
 
-/// Opens every segment file, sorted; a gap between two segments is a corruption.
-fn open_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Segment>> {
+/// Opens every segment file, sorted. A gap between two segments is a corruption (nothing is
+/// removed then). A last file shorter than a record header is a segment whose creation was
+/// cut short: it holds nothing and is removed (returned in the second list).
+fn open_segments(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<Segment>, Vec<PathBuf>)> {
     let mut names: Vec<(u64, String)> = fs
         .list_dir(dir)
         .map_err(|e| Error::io(dir, e))?
@@ -280,26 +354,33 @@ fn open_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Segment>> {
         .filter_map(|name| parse_offset_file_name(&name).map(|base| (base, name)))
         .collect();
     names.sort();
-    let mut segments: Vec<Segment> = Vec::with_capacity(names.len());
+    let mut files = Vec::with_capacity(names.len());
     for (base_offset, name) in names {
         let path = dir.join(&name);
         let len = fs.file_len(&path).map_err(|e| Error::io(&path, e))?;
-        if let Some(prev) = segments.last() {
-            if prev.end_offset() != base_offset {
-                return Err(Error::Corruption {
-                    file: path,
-                    offset: 0,
-                    kind: DecodeError::WrongPosition {
-                        stored: base_offset,
-                        actual: prev.end_offset(),
-                    },
-                });
-            }
+        files.push((base_offset, path, len));
+    }
+    let last = files.len().saturating_sub(1);
+    let mut expected = files.first().map(|f| f.0);
+    for (index, (base_offset, path, len)) in files.iter().enumerate() {
+        if expected != Some(*base_offset) || (*len < HEADER_BYTES as u64 && index != last) {
+            return Err(Error::Corruption {
+                file: path.clone(),
+                offset: 0,
+                kind: DecodeError::WrongPosition {
+                    stored: *base_offset,
+                    actual: expected.unwrap_or(0),
+                },
+            });
         }
+        expected = Some(base_offset + len);
+    }
+    let mut segments = Vec::with_capacity(files.len());
+    let mut removed = Vec::new();
+    for (base_offset, path, len) in files {
         if len < HEADER_BYTES as u64 {
-            // A segment whose creation was cut short: it holds no record. Only valid as the
-            // last one (removed by the cut); anything after it would be a gap.
             fs.remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            removed.push(path);
             continue;
         }
         let file = fs
@@ -311,35 +392,40 @@ fn open_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Segment>> {
             file,
         });
     }
-    Ok(segments)
+    Ok((segments, removed))
 }
 
-/// A checkpoint is usable if its end lies inside the log and its last record is valid.
+/// A checkpoint is usable if it ends exactly where its last record (plus, at a segment's end,
+/// the filler after it) ends: anything else would restart the log after a hole.
 fn check_checkpoint(
     segments: &[Segment],
     cp: &Checkpoint,
     first_offset: u64,
-    log_limit: u64,
 ) -> std::result::Result<(), String> {
-    if cp.log_end_offset < first_offset || cp.log_end_offset > log_limit {
-        return Err(format!(
-            "checkpoint log end {} outside the log [{first_offset}, {log_limit}]",
-            cp.log_end_offset
-        ));
+    let end = cp.log_end_offset;
+    if cp.last_record_offset == end {
+        return if end == first_offset {
+            Ok(())
+        } else {
+            Err(format!(
+                "checkpoint names no last record but ends at {end}, not at the log start"
+            ))
+        };
     }
-    if cp.last_record_offset < cp.log_end_offset && cp.last_record_offset >= first_offset {
-        match read_valid(segments, cp.last_record_offset) {
-            Ok(len) if cp.last_record_offset + len <= cp.log_end_offset => {}
-            Ok(_) => return Err("checkpoint's last record crosses its log end".into()),
-            Err(kind) => {
-                return Err(format!(
-                    "checkpoint's last record at {} is invalid: {kind}",
-                    cp.last_record_offset
-                ))
-            }
-        }
+    let invalid =
+        |at: u64, kind: DecodeError| format!("checkpoint's last record at {at} is invalid: {kind}");
+    let (len, _) = read_valid(segments, cp.last_record_offset)
+        .map_err(|kind| invalid(cp.last_record_offset, kind))?;
+    let after = cp.last_record_offset + len;
+    if after == end {
+        return Ok(());
     }
-    Ok(())
+    match read_valid(segments, after) {
+        Ok((filler, RecordKind::Filler)) if after + filler == end => Ok(()),
+        _ => Err(format!(
+            "checkpoint ends at {end}, but its last record ends at {after}"
+        )),
+    }
 }
 
 struct Scan {
@@ -359,7 +445,7 @@ fn scan(segments: &[Segment], from: u64) -> Scan {
             break None;
         };
         match read_valid(segments, pos) {
-            Ok(len) => {
+            Ok((len, _)) => {
                 records += 1;
                 last = Some(pos);
                 pos += len;
@@ -384,8 +470,11 @@ fn scan(segments: &[Segment], from: u64) -> Scan {
 }
 
 /// Fully validates the record at `pos` (header, length within its segment, position, CRC,
-/// fields) and returns its length.
-fn read_valid(segments: &[Segment], pos: u64) -> std::result::Result<u64, DecodeError> {
+/// fields) and returns its length and kind.
+fn read_valid(
+    segments: &[Segment],
+    pos: u64,
+) -> std::result::Result<(u64, RecordKind), DecodeError> {
     let segment = segments
         .iter()
         .find(|s| s.contains(pos))
@@ -421,7 +510,7 @@ fn read_valid(segments: &[Segment], pos: u64) -> std::result::Result<u64, Decode
             decode_record(&buf, pos)?;
         }
     }
-    Ok(total)
+    Ok((total, decoded.kind))
 }
 
 fn read_bytes(segment: &Segment, at: u64, buf: &mut [u8]) -> std::result::Result<(), DecodeError> {
@@ -434,10 +523,14 @@ fn read_bytes(segment: &Segment, at: u64, buf: &mut [u8]) -> std::result::Result
         })
 }
 
-/// How many leading entries of `queue` can be trusted, at most `count`: all of them if the
-/// files are contiguous and the last one matches its record; otherwise the longest prefix
-/// whose entries match (found by binary search: an entry matches only if its record names this
-/// queue and this index, so matching entries form a prefix).
+/// How many leading entries of `queue` can be trusted, at most `count`. Entries below the
+/// checkpointed count were synced before the checkpoint, so they are intact unless files are
+/// missing or damaged: the files must start at entry 0 (there is no retention of queue files
+/// yet) and be contiguous, and the last entry must match its record. Otherwise the longest
+/// matching prefix before the first gap is found by binary search (an entry matches only if its
+/// record names this queue and this index, so matching entries form a prefix); damage inside a
+/// file that leaves the last entry intact is outside the fault model and is reported by reads
+/// as a positioned corruption instead.
 fn good_prefix(
     log: &CommitLog,
     queue: &ConsumeQueue,
@@ -445,15 +538,18 @@ fn good_prefix(
     count: u64,
     limit: u64,
 ) -> u64 {
-    let min = queue.min_entry();
-    if count <= min {
-        return count;
+    if count == 0 {
+        return 0;
     }
+    if queue.min_entry() != 0 {
+        return 0;
+    }
+    let contiguous = queue.contiguous_end().min(count);
     let matches = |index: u64| entry_matches(log, queue, key, index, limit);
-    if queue.is_contiguous_to(count) && matches(count - 1) {
+    if contiguous == count && matches(count - 1) {
         return count;
     }
-    let (mut lo, mut hi) = (min, count);
+    let (mut lo, mut hi) = (0, contiguous);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if matches(mid) {

@@ -1,6 +1,8 @@
 //! The public store: opens (recovering), accepts puts, serves pulls, keeps consumer offsets,
-//! and runs two background threads: the dispatcher (commit log -> consume queues) and the
-//! flusher (time-bounded sync, consumer offsets, checkpoint).
+//! and runs three background threads: the dispatcher (commit log -> consume queues), the
+//! delivery dispatcher (due delayed messages -> their target queues) and the flusher
+//! (time-bounded sync, consumer offsets, checkpoint); the commit log runs a fourth, the
+//! segment preallocator.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,8 +16,9 @@ use parking_lot::{Mutex, RwLock};
 use crate::checkpoint::Checkpoint;
 use crate::clock::Clock;
 use crate::commit_log::record::{
-    decode_properties, decode_record, encode_message, encode_properties, message_bytes,
-    MessageFields, OriginRef, Placement, RecordKind, RecordView, KEY_BYTES_MAX,
+    decode_header, decode_properties, decode_record, encode_message, encode_properties,
+    message_bytes, MessageFields, OriginRef, Placement, RecordKind, RecordView, HEADER_BYTES,
+    KEY_BYTES_MAX,
 };
 use crate::commit_log::CommitLog;
 use crate::consume_queue::entry::Entry;
@@ -140,6 +143,9 @@ struct Inner {
     round_robin: AtomicU32,
     /// Delayed messages skipped because their record is corrupt (since open).
     undeliverable: AtomicU64,
+    /// Newest store time handed out (or found in the log at open): see
+    /// [`DeliveryHost::newest_store_ms`].
+    newest_store_ms: AtomicU64,
     /// Highest delay level that may hold entries (the table's, or more from an older table).
     level_count: u8,
     stopping: AtomicBool,
@@ -221,6 +227,19 @@ impl Store {
             }
         }
         let offsets = ConsumerOffsets::load(fs.clone(), &dir)?;
+        let mut recovery = recovered.report;
+        for (key, queue) in recovered.queues.all() {
+            if let QueueKey::Topic { topic, queue_id } = key {
+                recovery.consumer_offsets_clamped.extend(offsets.clamp(
+                    &topic,
+                    queue_id,
+                    queue.entry_count(),
+                ));
+            }
+        }
+        if recovery.lost_anything() {
+            eprintln!("delaystore: recovery of {dir:?} cut or repaired data: {recovery:?}");
+        }
         let clock = options.clock.clone();
         let inner = Arc::new(Inner {
             dir,
@@ -234,13 +253,17 @@ impl Store {
             placements: Mutex::new(placements),
             round_robin: AtomicU32::new(0),
             undeliverable: AtomicU64::new(0),
+            newest_store_ms: AtomicU64::new(0),
             level_count,
             stopping: AtomicBool::new(false),
             stop_signal: Signal::new(),
             last_checkpoint: Mutex::new(Instant::now()),
-            recovery: recovered.report,
+            recovery,
             options,
         });
+        inner
+            .newest_store_ms
+            .store(inner.last_record_store_ms(), Ordering::Release);
         // From here on a crash is not a clean shutdown.
         inner.write_checkpoint(false)?;
         inner.clock.register_waker(inner.progress.signal.clone());
@@ -350,6 +373,7 @@ impl Store {
             .append(&mut record, inner.clock.now_ms(), |log_offset| {
                 let mut placements = inner.placements.lock();
                 let store_ms = inner.clock.now_ms();
+                inner.newest_store_ms.fetch_max(store_ms, Ordering::AcqRel);
                 let (queue_offset, due_ms) = if level == 0 {
                     let offset =
                         placements.next_topic_offset(&message.topic, queue, queue_count)?;
@@ -467,7 +491,8 @@ impl Store {
         self.inner.check_queue(topic, queue)?;
         self.inner.offsets.set(group, topic, queue, next_offset);
         if self.inner.options.sync_mode == SyncMode::Sync {
-            self.inner.offsets.persist()?;
+            // Only durable messages are visible in sync mode: nothing to sync first.
+            self.inner.offsets.persist_after(|| Ok(()))?;
         }
         Ok(())
     }
@@ -560,6 +585,19 @@ impl Inner {
                 queue,
                 queue_count,
             })
+        }
+    }
+
+    /// Store time of the last record in the log (0 if none or unreadable).
+    fn last_record_store_ms(&self) -> u64 {
+        let last = self.progress.last_record_offset();
+        if last >= self.log.written_end() {
+            return 0;
+        }
+        let mut header = [0u8; HEADER_BYTES];
+        match self.log.read_at(last, &mut header) {
+            Ok(()) => decode_header(&header, last).map_or(0, |h| h.store_ms),
+            Err(_) => 0,
         }
     }
 
@@ -688,9 +726,9 @@ impl Inner {
     }
 
     fn flush_tick(&self) -> Result<()> {
-        self.log.sync_to(self.log.written_end())?;
+        self.offsets
+            .persist_after(|| self.log.sync_to(self.log.written_end()))?;
         self.sync_queues()?;
-        self.offsets.persist()?;
         let due = {
             let last = self.last_checkpoint.lock();
             last.elapsed() >= Duration::from_millis(self.options.checkpoint_interval_ms)
@@ -711,11 +749,11 @@ impl Inner {
     }
 
     fn flush_all(&self) -> Result<()> {
-        self.log.sync_to(self.log.written_end())?;
+        self.offsets
+            .persist_after(|| self.log.sync_to(self.log.written_end()))?;
         self.progress
             .dispatch_to(&self.log, &self.queues, self.visible_end())?;
         self.sync_queues()?;
-        self.offsets.persist()?;
         self.write_checkpoint(false)
     }
 
@@ -821,13 +859,12 @@ impl DeliveryHost for Inner {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    fn level_delay_ms(&self, level: u8) -> Option<u64> {
-        let index = usize::from(level).checked_sub(1)?;
-        self.meta.read().delay_levels_ms.get(index).copied()
-    }
-
     fn level_count(&self) -> u8 {
         self.level_count
+    }
+
+    fn log_written_end(&self) -> u64 {
+        self.log.written_end()
     }
 
     fn level_queue_len(&self, level: u8) -> u64 {
@@ -852,6 +889,18 @@ impl DeliveryHost for Inner {
 
     fn delivered(&self, level: u8) -> u64 {
         self.progress.cursors.delivered(level)
+    }
+
+    fn store_ms(&self, entry: &Entry) -> Result<u64> {
+        let mut header = [0u8; HEADER_BYTES];
+        self.log.read_at(entry.log_offset, &mut header)?;
+        decode_header(&header, entry.log_offset)
+            .map(|h| h.store_ms)
+            .map_err(|kind| self.log.corruption(entry.log_offset, kind))
+    }
+
+    fn newest_store_ms(&self) -> u64 {
+        self.newest_store_ms.load(Ordering::Acquire)
     }
 
     fn repost(&self, origin: OriginRef, level: u8, now_ms: u64) -> Result<Option<u64>> {
@@ -887,9 +936,11 @@ impl DeliveryHost for Inner {
                 self.placements
                     .lock()
                     .next_topic_offset(topic, queue, queue_count)?;
+            let store_ms = self.clock.now_ms();
+            self.newest_store_ms.fetch_max(store_ms, Ordering::AcqRel);
             Ok(Placement {
                 log_offset,
-                store_ms: self.clock.now_ms(),
+                store_ms,
                 due_ms,
                 queue_offset,
             })

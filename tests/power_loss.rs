@@ -191,6 +191,7 @@ fn run_seed(seed: u64, power_loss: bool, mode: Mode, figures: &mut Figures) {
                     if let (Some(d), Some(at)) = (seen_due, delivered) {
                         if at < d {
                             figures.early += 1;
+                            eprintln!("seed={seed} power_loss={power_loss} mode={mode:?}: {body} delivered at {at} before due {d}");
                         }
                     }
                 }

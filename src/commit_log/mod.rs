@@ -58,6 +58,10 @@ pub struct CommitLog {
     poisoned: AtomicBool,
     group: Mutex<GroupCommit>,
     group_done: Condvar,
+    /// Held for the whole of every sync: syncs never overlap, so a sync that starts after a
+    /// failed one sees the poison and cannot report the failed range as durable (after a
+    /// failed fsync the kernel may have marked the pages clean, so a retry "succeeds").
+    sync_lock: Mutex<()>,
     preallocator: Mutex<Preallocator>,
     /// Notified after every append and every sync.
     signal: Arc<Signal>,
@@ -71,12 +75,14 @@ fn fits(record_bytes: u64, remaining: u64) -> bool {
 
 impl CommitLog {
     /// Builds the log from recovered segments (sorted, tail already cut at `end_offset`, every
-    /// segment after the one holding `end_offset` removed). Creates the first or next segment if
+    /// segment after the one holding `end_offset` removed; `prepared` is a zero-filled next
+    /// segment kept from before, handed to the preallocator). Creates the first or next segment if
     /// `end_offset` is not inside an existing one. Everything below `end_offset` is durable.
     pub fn from_recovered(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         segments: Vec<Segment>,
+        prepared: Option<Segment>,
         end_offset: u64,
         segment_bytes: u64,
     ) -> Result<Self> {
@@ -90,7 +96,7 @@ impl CommitLog {
                 segment
             }
         };
-        let preallocator = Preallocator::start(fs.clone(), dir.to_path_buf())?;
+        let preallocator = Preallocator::start(fs.clone(), dir.to_path_buf(), prepared)?;
         preallocator.request(active.end_offset(), segment_bytes);
         Ok(CommitLog {
             dir: dir.to_path_buf(),
@@ -106,6 +112,7 @@ impl CommitLog {
             poisoned: AtomicBool::new(false),
             group: Mutex::new(GroupCommit::default()),
             group_done: Condvar::new(),
+            sync_lock: Mutex::new(()),
             preallocator: Mutex::new(preallocator),
             signal: Arc::new(Signal::new()),
         })
@@ -272,9 +279,10 @@ impl CommitLog {
         Ok(buf)
     }
 
-    /// Makes every record below `target` durable. Safe to call from several threads; a failure
-    /// poisons the log for good.
+    /// Makes every record below `target` durable. Safe to call from several threads (syncs run
+    /// one at a time); a failure poisons the log for good.
     pub fn sync_to(&self, target: u64) -> Result<()> {
+        let _one_at_a_time = self.sync_lock.lock();
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }

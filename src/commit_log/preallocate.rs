@@ -62,10 +62,13 @@ pub struct Preallocator {
 }
 
 impl Preallocator {
-    /// Starts the thread.
-    pub fn start(fs: Arc<dyn FileSystem>, dir: PathBuf) -> Result<Self> {
+    /// Starts the thread, with `prepared` (a segment made by an earlier run) ready to take.
+    pub fn start(fs: Arc<dyn FileSystem>, dir: PathBuf, prepared: Option<Segment>) -> Result<Self> {
         let (tx, rx): (Sender<Request>, Receiver<Request>) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::default());
+        if let Some(segment) = prepared {
+            *shared.slot.lock() = Slot::Ready(segment.base_offset, Ok(segment));
+        }
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("delaystore-prealloc".into())

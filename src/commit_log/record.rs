@@ -317,7 +317,9 @@ pub fn decode_header(buf: &[u8], log_offset: u64) -> Result<RecordHeader, Decode
     Ok(decoded)
 }
 
-/// Bytes the CRC covers after the header: the whole payload for a message, none for a filler.
+/// Bytes of the record that are checked, counted from its first byte: the whole record for a
+/// message or delivery, the 64-byte header for a filler (whose padding is not covered). The
+/// CRC covers these bytes except its own field (bytes 8..12).
 pub fn checked_bytes(header: &RecordHeader) -> u64 {
     match header.kind {
         RecordKind::Filler => HEADER_BYTES as u64,

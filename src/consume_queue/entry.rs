@@ -4,7 +4,7 @@
 //! |---|---|
 //! | 0..8 | commit-log offset of the record (u64 LE) |
 //! | 8..12 | record length in bytes (u32 LE, never 0) |
-//! | 12..20 | time tag (u64 LE): due time for delay-level queues, store time otherwise |
+//! | 12..20 | time tag (u64 LE): due time in a delay-level queue; in a topic queue the time the message became visible (store time, or delivery time for a delivered message) |
 //!
 //! An all-zero entry was never written. Entries carry no checksum: they are derived data,
 //! checked against the record they point to (which stores its own queue offset).
@@ -23,7 +23,7 @@ pub struct Entry {
     pub log_offset: u64,
     /// Record length in bytes.
     pub record_bytes: u32,
-    /// Due time (delay-level queues) or store time (topic queues), in ms.
+    /// Due time (delay-level queues) or time of becoming visible (topic queues), in ms.
     pub time_ms: u64,
 }
 

@@ -195,12 +195,16 @@ impl ConsumeQueue {
         Ok(())
     }
 
-    /// Recovery only: keeps entries below `count`, removes files that start at or after it
-    /// (except the first file, kept for its directory), and with `zero_tail` zeroes every entry
-    /// after it (not needed after a clean close, whose tail is already zero).
+    /// Recovery only: keeps entries below `count`, removes every file that starts at or after
+    /// it (and every file after a gap), and with `zero_tail` zeroes every entry after it (not
+    /// needed after a clean close, whose tail is already zero).
     pub fn truncate_to(&mut self, count: u64, zero_tail: bool) -> Result<()> {
+        let contiguous = self.contiguous_end();
         let files = self.files.get_mut();
-        while files.len() > 1 && files.last().is_some_and(|f| f.first_entry >= count) {
+        while files
+            .last()
+            .is_some_and(|f| f.first_entry >= count || f.first_entry >= contiguous)
+        {
             if let Some(file) = files.pop() {
                 drop(file.file);
                 self.fs
@@ -219,27 +223,25 @@ impl ConsumeQueue {
         self.fs
             .sync_dir(&self.dir)
             .map_err(|e| Error::io(&self.dir, e))?;
-        let first = files.first().map_or(0, |f| f.first_entry);
-        let count = count.max(first);
         *self.entry_count.get_mut() = count;
         *self.synced_count.get_mut() = count;
         Ok(())
     }
 
-    /// Whether the files cover `[min_entry, count)` without a gap.
-    pub fn is_contiguous_to(&self, count: u64) -> bool {
+    /// End of the entries the files cover without a gap, from the first file on.
+    pub fn contiguous_end(&self) -> u64 {
         let files = self.files.read();
-        let mut expected = match files.first() {
+        let mut end = match files.first() {
             Some(f) => f.first_entry,
-            None => return count == 0,
+            None => return 0,
         };
         for file in files.iter() {
-            if file.first_entry != expected {
-                return file.first_entry >= count && expected >= count;
+            if file.first_entry != end {
+                break;
             }
-            expected = file.end_entry();
+            end = file.end_entry();
         }
-        expected >= count
+        end
     }
 }
 

@@ -149,11 +149,11 @@ impl MappedFile for MmapFile {
         self.map.flush_range(start, len)
     }
 
-    fn reset_tail(&mut self, readable_bytes: u64, zero_tail: bool) -> io::Result<()> {
+    fn reset_tail(&mut self, readable_bytes: u64, zero_tail: bool) -> io::Result<u64> {
         let readable = readable_bytes.min(self.len_bytes);
         *self.readable_bytes.get_mut() = readable;
         if !zero_tail {
-            return Ok(());
+            return Ok(0);
         }
         let start = usize::try_from(readable)
             .map_err(|_| out_of_bounds("reset", readable, 0, self.len_bytes))?;
@@ -162,6 +162,7 @@ impl MappedFile for MmapFile {
         let base = self.map.as_mut_ptr();
         let mut at = start;
         let mut dirty_from: Option<usize> = None;
+        let mut zeroed_bytes = 0u64;
         while at < len {
             let page_end = ((at / PAGE_BYTES) + 1) * PAGE_BYTES;
             let chunk = page_end.min(len) - at;
@@ -171,13 +172,14 @@ impl MappedFile for MmapFile {
             if bytes.iter().any(|&b| b != 0) {
                 bytes.fill(0);
                 dirty_from.get_or_insert(at);
+                zeroed_bytes += chunk as u64;
             }
             at += chunk;
         }
         if let Some(from) = dirty_from {
             self.map.flush_range(from, len - from)?;
         }
-        Ok(())
+        Ok(zeroed_bytes)
     }
 }
 

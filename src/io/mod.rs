@@ -51,8 +51,9 @@ pub trait MappedFile: Send + Sync + Debug {
 
     /// Sets the readable boundary to `readable_bytes` (up or down). With `zero_tail`, also
     /// zeroes everything after it and syncs what it changed (pages that are already zero are
-    /// left untouched). Only recovery calls it, before the file is shared.
-    fn reset_tail(&mut self, readable_bytes: u64, zero_tail: bool) -> io::Result<()>;
+    /// left untouched), and returns the bytes of the 4 KiB pages it had to zero. Only recovery
+    /// calls it, before the file is shared.
+    fn reset_tail(&mut self, readable_bytes: u64, zero_tail: bool) -> io::Result<u64>;
 }
 
 /// How to open a mapped file.

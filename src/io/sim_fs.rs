@@ -374,11 +374,11 @@ impl MappedFile for SimMapped {
         Ok(())
     }
 
-    fn reset_tail(&mut self, readable_bytes: u64, zero_tail: bool) -> io::Result<()> {
+    fn reset_tail(&mut self, readable_bytes: u64, zero_tail: bool) -> io::Result<u64> {
         let readable = readable_bytes.min(self.len_bytes);
         *self.readable_bytes.get_mut() = readable;
         if !zero_tail {
-            return Ok(());
+            return Ok(0);
         }
         let start =
             usize::try_from(readable).map_err(|_| out_of_bounds("reset", readable, 0, 0))?;
@@ -394,15 +394,17 @@ impl MappedFile for SimMapped {
                     .is_some_and(|p| p.iter().any(|&b| b != 0))
             })
             .collect();
+        let mut zeroed_bytes = 0u64;
         for at in nonzero {
             let page_end = (((at / PAGE_BYTES) + 1) * PAGE_BYTES).min(len);
             let zeros = vec![0u8; page_end - at];
             inode.write(at, &zeros);
+            zeroed_bytes += zeros.len() as u64;
         }
         drop(inode);
         self.faults.sync()?;
         self.inode.lock().sync(start, len.saturating_sub(start));
-        Ok(())
+        Ok(zeroed_bytes)
     }
 }
 
