@@ -150,6 +150,8 @@ struct Inner {
     level_count: u8,
     stopping: AtomicBool,
     stop_signal: Signal,
+    /// Time of the last checkpoint; also held while one is written, so that `flush` and the
+    /// flusher never write the checkpoint's temporary file at the same time.
     last_checkpoint: Mutex<Instant>,
     recovery: RecoveryReport,
 }
@@ -757,8 +759,10 @@ impl Inner {
         self.write_checkpoint(false)
     }
 
-    /// Writes a checkpoint at the dispatched end, with the queue counts that match it.
+    /// Writes a checkpoint at the dispatched end, with the queue counts that match it. One
+    /// writer at a time: two would race on the temporary file and its rename.
     fn write_checkpoint(&self, clean_shutdown: bool) -> Result<()> {
+        let mut last_checkpoint = self.last_checkpoint.lock();
         if self.log.is_poisoned() {
             return Err(Error::Poisoned);
         }
@@ -788,7 +792,7 @@ impl Inner {
             level_cursors,
         }
         .store(self.fs.as_ref(), &self.dir)?;
-        *self.last_checkpoint.lock() = Instant::now();
+        *last_checkpoint = Instant::now();
         Ok(())
     }
 

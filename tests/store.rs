@@ -614,3 +614,42 @@ fn same_key_always_lands_in_the_same_queue() {
     }
     store.close().unwrap();
 }
+
+#[test]
+fn concurrent_checkpoint_writers_never_fail() {
+    // flush() (from several threads) and the flusher all write the checkpoint; they used to
+    // race on its temporary file (ENOENT on rename, or a half-written file renamed in place).
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(common::open(
+        dir.path(),
+        Options {
+            flush_interval_ms: 1,
+            checkpoint_interval_ms: 10,
+            ..common::small_options()
+        },
+    ));
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for round in 0..300 {
+                    store
+                        .put(&Message::new("race", format!("{t}-{round}")))
+                        .unwrap();
+                    store.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    Arc::into_inner(store).unwrap().close().unwrap();
+    let store = common::open(dir.path(), common::small_options());
+    assert_eq!(
+        store.recovery_report().checkpoint,
+        CheckpointUse::Used {
+            clean_shutdown: true
+        }
+    );
+}
