@@ -1,6 +1,6 @@
 //! Recovery: rebuilds everything derived from the commit log when a store opens.
 //!
-//! Every situation it can meet is a labelled case in `docs/recovery.md` (R01..R21), each with a
+//! Every situation it can meet is a labelled case in `docs/recovery.md` (R01..R22), each with a
 //! test of the same name in `tests/recovery.rs`. The steps:
 //! 1. open the segments; a gap between segments is a positioned corruption (never guessed);
 //! 2. read the checkpoint; if missing, corrupt or inconsistent with the log, fall back to a
@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::checkpoint::Checkpoint;
+use crate::commit_log::preallocate::PREPARING_SUFFIX;
 use crate::commit_log::record::{
     checked_bytes, decode_header, decode_record, RecordKind, HEADER_BYTES,
 };
@@ -347,9 +348,15 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
 /// removed then). A last file shorter than a record header is a segment whose creation was
 /// cut short: it holds nothing and is removed (returned in the second list).
 fn open_segments(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<Segment>, Vec<PathBuf>)> {
-    let mut names: Vec<(u64, String)> = fs
-        .list_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
+    let listed = fs.list_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut removed = Vec::new();
+    // A segment the preallocator was still preparing: never used, never named as a segment.
+    for name in listed.iter().filter(|n| n.ends_with(PREPARING_SUFFIX)) {
+        let path = dir.join(name);
+        fs.remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        removed.push(path);
+    }
+    let mut names: Vec<(u64, String)> = listed
         .into_iter()
         .filter_map(|name| parse_offset_file_name(&name).map(|base| (base, name)))
         .collect();
@@ -376,7 +383,6 @@ fn open_segments(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<Segment>, Vec<P
         expected = Some(base_offset + len);
     }
     let mut segments = Vec::with_capacity(files.len());
-    let mut removed = Vec::new();
     for (base_offset, path, len) in files {
         if len < HEADER_BYTES as u64 {
             fs.remove_file(&path).map_err(|e| Error::io(&path, e))?;

@@ -932,3 +932,23 @@ fn r21_short_segment_in_the_middle_refused() {
     check_and_continue(dir.path(), store, &mut model);
     common::assert_same_files(&before, &after);
 }
+
+#[test]
+fn r22_preparing_segment_removed() {
+    // A crash while the preallocator zero-filled the next segment leaves it under its
+    // temporary name (`<base>.prealloc`): it was never part of the log and is removed.
+    let (dir, mut model, written_end) = closed_with(1500);
+    let (last_base, last_path) = common::segments(dir.path()).pop().unwrap();
+    let next = last_base + common::file_len(&last_path);
+    let preparing = dir
+        .path()
+        .join("commitlog")
+        .join(format!("{next:020}.prealloc"));
+    fs::write(&preparing, vec![0u8; 4096]).unwrap();
+    let store = open(dir.path());
+    let report = store.recovery_report().clone();
+    assert!(report.segments_removed.contains(&preparing), "{report:?}");
+    assert!(!preparing.exists());
+    assert_eq!(report.log_end_offset, written_end);
+    check_and_continue(dir.path(), store, &mut model);
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{DecodeError, Error, Result};
-use crate::io::FileSystem;
+use crate::io::{FileSystem, OpenMode};
 use crate::signal::Signal;
 use preallocate::{create_segment, Preallocator};
 use record::{checked_bytes, decode_header, encode_filler, EncodedRecord, Placement, HEADER_BYTES};
@@ -90,8 +90,14 @@ impl CommitLog {
         let active = match segments.last() {
             Some(last) if last.contains(end_offset) => last.clone(),
             _ => {
-                let segment =
-                    Arc::new(create_segment(fs.as_ref(), dir, end_offset, segment_bytes)?);
+                let segment = Arc::new(create_segment(
+                    fs.as_ref(),
+                    dir,
+                    end_offset,
+                    OpenMode::CreateSparse {
+                        len_bytes: segment_bytes,
+                    },
+                )?);
                 segments.push(segment.clone());
                 segment
             }
@@ -212,7 +218,16 @@ impl CommitLog {
         let prepared = self.preallocator.lock().take(base, self.segment_bytes);
         let next = match prepared {
             Some(segment) => segment?,
-            None => create_segment(self.fs.as_ref(), &self.dir, base, self.segment_bytes)?,
+            // Not ready: do not hold the append lock while the disk zero-fills; a sparse
+            // segment is instant.
+            None => create_segment(
+                self.fs.as_ref(),
+                &self.dir,
+                base,
+                OpenMode::CreateSparse {
+                    len_bytes: self.segment_bytes,
+                },
+            )?,
         };
         let next = Arc::new(next);
         self.segments.write().push(next.clone());

@@ -1,5 +1,10 @@
-//! Creates the next segment off the append path: a background thread zero-fills and maps the
-//! file the writer will roll into, so a roll only swaps a pointer.
+//! Prepares the next segment off the append path: a background thread zero-fills the file the
+//! writer will roll into (pre-allocated blocks make each later sync write only its own pages),
+//! under a temporary name, and renames it into place only if the writer still wants it.
+//!
+//! A roll never waits for it: if the next segment is not ready, the writer abandons it and
+//! creates a sparse segment inline (instant; its syncs also write block allocations), so a
+//! producer faster than the disk can zero-fill sees no stall on the append lock.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,16 +18,20 @@ use crate::error::{Error, Result};
 use crate::io::{FileSystem, OpenMode};
 use crate::naming::offset_file_name;
 
-/// Creates a segment file of `len_bytes` at `base_offset` and makes its directory entry durable.
+/// Suffix of a segment being prepared; recovery removes such files.
+pub const PREPARING_SUFFIX: &str = ".prealloc";
+
+/// Creates a segment file at `base_offset` under its final name, with `mode`
+/// ([`OpenMode::Create`] or [`OpenMode::CreateSparse`]), and makes its directory entry durable.
 pub fn create_segment(
     fs: &dyn FileSystem,
     dir: &Path,
     base_offset: u64,
-    len_bytes: u64,
+    mode: OpenMode,
 ) -> Result<Segment> {
     let path = dir.join(offset_file_name(base_offset));
     let file = fs
-        .open_mapped(&path, OpenMode::Create { len_bytes })
+        .open_mapped(&path, mode)
         .map_err(|e| Error::io(&path, e))?;
     fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     Ok(Segment {
@@ -35,25 +44,23 @@ pub fn create_segment(
 /// A request: (base offset, length in bytes).
 type Request = (u64, u64);
 
-/// What the background thread is doing for the writer.
 #[derive(Debug, Default)]
-enum Slot {
-    /// Nothing requested or prepared.
-    #[default]
-    Empty,
-    /// Creating the segment at this base offset.
-    InFlight(u64),
-    /// Created (or failed to create) the segment at this base offset.
-    Ready(u64, Result<Segment>),
+struct State {
+    /// Base offset the thread is preparing or will prepare next.
+    in_flight: Option<u64>,
+    /// Base offsets the writer stopped waiting for: the thread discards them.
+    abandoned: Vec<u64>,
+    /// A prepared segment (or a failed preparation), waiting for the writer.
+    ready: Option<(u64, Result<Segment>)>,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
-    slot: Mutex<Slot>,
+    state: Mutex<State>,
     changed: Condvar,
 }
 
-/// The background segment creator.
+/// The background segment preparer.
 #[derive(Debug)]
 pub struct Preallocator {
     requests: Option<Sender<Request>>,
@@ -64,19 +71,17 @@ pub struct Preallocator {
 impl Preallocator {
     /// Starts the thread, with `prepared` (a segment made by an earlier run) ready to take.
     pub fn start(fs: Arc<dyn FileSystem>, dir: PathBuf, prepared: Option<Segment>) -> Result<Self> {
-        let (tx, rx): (Sender<Request>, Receiver<Request>) = crossbeam_channel::bounded(1);
+        let (tx, rx): (Sender<Request>, Receiver<Request>) = crossbeam_channel::bounded(2);
         let shared = Arc::new(Shared::default());
         if let Some(segment) = prepared {
-            *shared.slot.lock() = Slot::Ready(segment.base_offset, Ok(segment));
+            shared.state.lock().ready = Some((segment.base_offset, Ok(segment)));
         }
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("delaystore-prealloc".into())
             .spawn(move || {
                 for (base, len) in rx {
-                    let segment = create_segment(fs.as_ref(), &dir, base, len);
-                    *worker.slot.lock() = Slot::Ready(base, segment);
-                    worker.changed.notify_all();
+                    prepare(fs.as_ref(), &dir, &worker, base, len);
                 }
             })
             .map_err(|e| Error::io("preallocator thread", e))?;
@@ -87,43 +92,38 @@ impl Preallocator {
         })
     }
 
-    /// Asks for the segment at `base_offset` to be prepared, unless one is being prepared or
-    /// waits unused.
+    /// Asks for the segment at `base_offset` to be prepared, unless it already is or will be.
     pub fn request(&self, base_offset: u64, len_bytes: u64) {
         let Some(tx) = &self.requests else { return };
-        let mut slot = self.shared.slot.lock();
-        if !matches!(*slot, Slot::Empty) {
+        let mut state = self.shared.state.lock();
+        let ready = state.ready.as_ref().is_some_and(|(b, _)| *b == base_offset);
+        if state.in_flight == Some(base_offset) || ready {
             return;
         }
         if tx.try_send((base_offset, len_bytes)).is_ok() {
-            *slot = Slot::InFlight(base_offset);
+            state.in_flight = Some(base_offset);
         }
     }
 
-    /// Takes the segment prepared at `base_offset`, waiting if it is being created right now
-    /// (creating it inline as well would race on the same file name). `None` if no segment of
-    /// that base and size was asked for (the slot is then left as it was); a failed preparation
-    /// is returned as its error.
+    /// Takes the segment prepared at `base_offset`, if it is ready. If it is still being
+    /// prepared, it is abandoned (the thread discards it) and `None` is returned: the writer
+    /// creates it inline rather than wait. A failed preparation is returned as its error.
     pub fn take(&self, base_offset: u64, len_bytes: u64) -> Option<Result<Segment>> {
-        let mut slot = self.shared.slot.lock();
-        while matches!(*slot, Slot::InFlight(base) if base == base_offset) {
-            self.shared.changed.wait(&mut slot);
+        let mut state = self.shared.state.lock();
+        let ready = state.ready.as_ref().is_some_and(|(b, r)| {
+            *b == base_offset && r.as_ref().map_or(true, |s| s.len_bytes() == len_bytes)
+        });
+        if ready {
+            return state.ready.take().map(|(_, segment)| segment);
         }
-        match std::mem::take(&mut *slot) {
-            Slot::Ready(base, Ok(segment))
-                if base == base_offset && segment.len_bytes() == len_bytes =>
-            {
-                Some(Ok(segment))
-            }
-            Slot::Ready(base, Err(err)) if base == base_offset => Some(Err(err)),
-            other => {
-                *slot = other;
-                None
-            }
+        if state.in_flight == Some(base_offset) {
+            state.in_flight = None;
+            state.abandoned.push(base_offset);
         }
+        None
     }
 
-    /// Stops the thread, waiting for a creation in flight.
+    /// Stops the thread, waiting for a preparation in flight.
     pub fn stop(&mut self) {
         self.requests = None;
         if let Some(thread) = self.thread.take() {
@@ -138,4 +138,47 @@ impl Drop for Preallocator {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Zero-fills the segment at `base` under a temporary name, then, under the state lock (so the
+/// writer cannot be creating the same name inline at that moment), renames it into place if
+/// still wanted, or removes it if abandoned.
+fn prepare(fs: &dyn FileSystem, dir: &Path, shared: &Shared, base: u64, len: u64) {
+    let temp = dir.join(format!("{}{PREPARING_SUFFIX}", offset_file_name(base)));
+    let made = fs
+        .open_mapped(&temp, OpenMode::Create { len_bytes: len })
+        .map_err(|e| Error::io(&temp, e));
+    let mut state = shared.state.lock();
+    if state.in_flight == Some(base) {
+        state.in_flight = None;
+    }
+    let abandoned = state.abandoned.iter().position(|b| *b == base);
+    match (made, abandoned) {
+        (Ok(file), None) => {
+            let path = dir.join(offset_file_name(base));
+            let placed = fs
+                .rename(&temp, &path)
+                .and_then(|()| fs.sync_dir(dir))
+                .map_err(|e| Error::io(&path, e));
+            state.ready = Some((
+                base,
+                placed.map(|()| Segment {
+                    base_offset: base,
+                    path,
+                    file,
+                }),
+            ));
+        }
+        (Err(err), None) => state.ready = Some((base, Err(err))),
+        (made, Some(index)) => {
+            state.abandoned.swap_remove(index);
+            drop(made);
+            if fs.exists(&temp) {
+                if let Err(err) = fs.remove_file(&temp) {
+                    eprintln!("delaystore: cannot remove abandoned {temp:?}: {err}");
+                }
+            }
+        }
+    }
+    shared.changed.notify_all();
 }

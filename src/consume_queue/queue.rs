@@ -159,7 +159,10 @@ impl ConsumeQueue {
         let len_bytes = self.file_entries * ENTRY_BYTES as u64;
         let file = self
             .fs
-            .open_mapped(&path, OpenMode::Create { len_bytes })
+            // Sparse: the dispatcher creates queue files inline, and zero-filling megabytes there
+            // would hold up every queue's visibility. Queue files are synced in the
+            // background, where the allocation cost of a sparse file does not matter.
+            .open_mapped(&path, OpenMode::CreateSparse { len_bytes })
             .map_err(|e| Error::io(&path, e))?;
         self.fs
             .sync_dir(&self.dir)

@@ -60,7 +60,15 @@ pub trait MappedFile: Send + Sync + Debug {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
     /// Create a new zero-filled file of this many bytes (fails if it exists); readable boundary 0.
+    /// Its blocks are written (allocated) and synced at creation, so later syncs of a few pages
+    /// write only those pages; creation costs a write of the whole length.
     Create {
+        /// File length in bytes.
+        len_bytes: u64,
+    },
+    /// Like [`OpenMode::Create`], but the file is sparse (its length set and synced, no blocks
+    /// written): creation is instant, and a later sync also writes the block allocation.
+    CreateSparse {
         /// File length in bytes.
         len_bytes: u64,
     },

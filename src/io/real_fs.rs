@@ -55,6 +55,16 @@ impl FileSystem for RealFs {
                 file.sync_all()?;
                 MmapFile::map(file, len_bytes, 0, true)?
             }
+            OpenMode::CreateSparse { len_bytes } => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(path)?;
+                file.set_len(len_bytes)?;
+                file.sync_all()?;
+                MmapFile::map(file, len_bytes, 0, false)?
+            }
             OpenMode::Existing => {
                 let file = OpenOptions::new().read(true).write(true).open(path)?;
                 let len_bytes = file.metadata()?.len();
