@@ -75,6 +75,7 @@ pub mod meta;
 pub mod naming;
 pub mod options;
 pub mod recovery;
+pub mod seeded;
 pub mod signal;
 pub mod store;
 pub mod topic;

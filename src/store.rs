@@ -374,8 +374,7 @@ impl Store {
             .log
             .append(&mut record, inner.clock.now_ms(), |log_offset| {
                 let mut placements = inner.placements.lock();
-                let store_ms = inner.clock.now_ms();
-                inner.newest_store_ms.fetch_max(store_ms, Ordering::AcqRel);
+                let store_ms = inner.stamp_store_time();
                 let (queue_offset, due_ms) = if level == 0 {
                     let offset =
                         placements.next_topic_offset(&message.topic, queue, queue_count)?;
@@ -588,6 +587,14 @@ impl Inner {
                 queue_count,
             })
         }
+    }
+
+    /// Reads the clock for a record's store time (called under the append lock, so store
+    /// times follow log order while the clock does not go back) and remembers the newest.
+    fn stamp_store_time(&self) -> u64 {
+        let store_ms = self.clock.now_ms();
+        self.newest_store_ms.fetch_max(store_ms, Ordering::AcqRel);
+        store_ms
     }
 
     /// Store time of the last record in the log (0 if none or unreadable).
@@ -940,8 +947,7 @@ impl DeliveryHost for Inner {
                 self.placements
                     .lock()
                     .next_topic_offset(topic, queue, queue_count)?;
-            let store_ms = self.clock.now_ms();
-            self.newest_store_ms.fetch_max(store_ms, Ordering::AcqRel);
+            let store_ms = self.stamp_store_time();
             Ok(Placement {
                 log_offset,
                 store_ms,

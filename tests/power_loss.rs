@@ -11,18 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delaystore::io::SimFs;
+use delaystore::seeded::SeededRng;
 use delaystore::{Durability, ManualClock, Message, Options, Store, SyncMode};
 
 const TOPICS: [&str; 2] = ["orders", "payments"];
 const LEVELS_MS: [u64; 2] = [1_000, 5_000];
-
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 fn options(fs: &SimFs, clock: &ManualClock, sync_mode: SyncMode) -> Options {
     Options {
@@ -85,7 +78,7 @@ enum Mode {
 }
 
 fn run_seed(seed: u64, power_loss: bool, mode: Mode, figures: &mut Figures) {
-    let mut rng = seed;
+    let mut rng = SeededRng::new(seed);
     let fs = SimFs::new();
     let clock = ManualClock::new(1_000_000);
     let dir = Path::new("/store");
@@ -96,8 +89,8 @@ fn run_seed(seed: u64, power_loss: bool, mode: Mode, figures: &mut Figures) {
     let store = Store::open(dir, options(&fs, &clock, sync_mode)).unwrap();
     // Bodies in put order, and whether each was acknowledged durable.
     let mut order: Vec<(String, bool)> = Vec::new();
-    let steps = 20 + next(&mut rng) % 200;
-    let crash_at = next(&mut rng) % steps;
+    let steps = 20 + rng.below(200);
+    let crash_at = rng.below(steps);
     // body -> due_ms (None: not delayed)
     let mut acknowledged: BTreeMap<String, Option<u64>> = BTreeMap::new();
     let mut attempted: BTreeSet<String> = BTreeSet::new();
@@ -105,21 +98,21 @@ fn run_seed(seed: u64, power_loss: bool, mode: Mode, figures: &mut Figures) {
         if step == crash_at {
             break;
         }
-        match next(&mut rng) % 10 {
-            0 => clock.advance_ms(next(&mut rng) % 3_000),
+        match rng.below(10) {
+            0 => clock.advance_ms(rng.below(3_000)),
             1 => store.flush().unwrap(),
             _ => {
-                let topic = TOPICS[(next(&mut rng) % 2) as usize];
-                let level = (next(&mut rng) % 3) as u8;
+                let topic = TOPICS[(rng.below(2)) as usize];
+                let level = (rng.below(3)) as u8;
                 let body = format!("{seed}-{step}");
-                let size = (next(&mut rng) % 3000) as usize;
+                let size = (rng.below(3000)) as usize;
                 let mut message = Message::new(topic, body.clone())
-                    .with_key(format!("k{}", next(&mut rng) % 7))
+                    .with_key(format!("k{}", rng.below(7)))
                     .with_property("pad", "x".repeat(size))
                     .with_delay_level(level);
                 message.queue = None;
                 attempted.insert(body.clone());
-                let durable = mode == Mode::Sync || next(&mut rng).is_multiple_of(3);
+                let durable = mode == Mode::Sync || rng.one_in(3);
                 let durability = if durable {
                     Durability::Sync
                 } else {

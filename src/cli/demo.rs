@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use delaystore::delay_levels::format_delay_levels;
+use delaystore::seeded::SeededRng;
 use delaystore::{Clock, Error, Message, Options, Store, SyncMode, SystemClock};
 
 use super::emit;
@@ -42,19 +43,6 @@ pub struct DemoArgs {
     /// Seed of the payment schedule.
     #[arg(long, default_value_t = 17)]
     seed: u64,
-}
-
-/// splitmix64: a small deterministic generator for the payment schedule.
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn unit_random(state: &mut u64) -> f64 {
-    (next_random(state) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 struct Orders {
@@ -114,12 +102,12 @@ pub fn run(args: &DemoArgs) -> Result<i32, Error> {
     );
 
     // The payment schedule: (pay time after start in ms, order).
-    let mut rng = args.seed;
+    let mut rng = SeededRng::new(args.seed);
     let mut payments: Vec<(u64, u64)> = Vec::new();
     for order in 0..args.orders {
-        if unit_random(&mut rng) < args.pay_share {
+        if rng.unit_f64() < args.pay_share {
             let created = order * args.create_ms / args.orders;
-            let pay_after = (unit_random(&mut rng) * 0.8 * args.delay_ms as f64) as u64;
+            let pay_after = (rng.unit_f64() * 0.8 * args.delay_ms as f64) as u64;
             payments.push((created + pay_after, order));
         }
     }

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{out_of_bounds, FileSystem, LockGuard, MappedFile, OpenMode};
+use crate::seeded::SeededRng;
 
 const PAGE_BYTES: usize = 4096;
 const SECTOR_BYTES: usize = 512;
@@ -94,11 +95,11 @@ impl Inode {
     }
 
     /// The bytes a power loss leaves: durable bytes, with each dirty unit resolved at random.
-    fn after_power_loss(&self, rng: &mut u64) -> Vec<u8> {
+    fn after_power_loss(&self, rng: &mut SeededRng) -> Vec<u8> {
         let mut out = self.durable.clone();
         // An unsynced size change may revert: keep the durable length unless the new length
         // survives by chance.
-        if self.data.len() > out.len() && next(rng).is_multiple_of(2) {
+        if self.data.len() > out.len() && rng.one_in(2) {
             out.resize(self.data.len(), 0);
         }
         for &(start, end) in self.dirty.values() {
@@ -110,15 +111,15 @@ impl Inode {
             let Some(dst) = out.get_mut(start..end) else {
                 continue;
             };
-            match next(rng) % 5 {
+            match rng.below(5) {
                 0 => dst.copy_from_slice(new.get(..dst.len()).unwrap_or(new)),
                 1 => {} // old bytes stay
                 2 => dst.fill(0),
-                3 => dst.iter_mut().for_each(|b| *b = next(rng) as u8),
+                3 => dst.iter_mut().for_each(|b| *b = rng.next_u64() as u8),
                 _ => {
-                    // Torn: a prefix of sectors is new, the rest old.
-                    let cut =
-                        (next(rng) as usize % (dst.len() / SECTOR_BYTES).max(1)) * SECTOR_BYTES;
+                    // Torn: a prefix of the written bytes is new, the rest old (any byte, a
+                    // superset of the sector-granular tears real media produce).
+                    let cut = usize::try_from(rng.below(dst.len() as u64 + 1)).unwrap_or(0);
                     if let (Some(d), Some(s)) = (dst.get_mut(..cut), new.get(..cut)) {
                         d.copy_from_slice(s);
                     }
@@ -127,15 +128,6 @@ impl Inode {
         }
         out
     }
-}
-
-/// splitmix64.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[derive(Debug, Default)]
@@ -241,7 +233,7 @@ impl SimFs {
     /// unit of each surviving file independently kept, dropped, zeroed, garbage or torn.
     pub fn power_loss(&self, seed: u64) -> SimFs {
         let state = self.state.lock();
-        let mut rng = seed;
+        let mut rng = SeededRng::new(seed);
         let image = SimFs::new();
         {
             let mut new = image.state.lock();
