@@ -136,8 +136,11 @@ impl Delivery {
     /// at the first round after it (the loop wakes at least every second), and is dated to
     /// that round's clock reading.
     fn watch_clock(&mut self, host: &dyn DeliveryHost) {
-        let now = host.now_ms();
+        // Newest store time first, then the clock: every store time was a clock reading taken
+        // before ours, so on a clock that does not go back `newest <= now`. (The other order let
+        // a put between the two reads look like a backward jump, and released it early.)
         let newest = host.newest_store_ms();
+        let now = host.now_ms();
         // Each jump is noted once: the clock is below the last reading, or a store time above
         // the clock appeared since the last round (the clock went back after that put, or while
         // the store was closed). Re-noting it every round would slide the caps later.

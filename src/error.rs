@@ -75,6 +75,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// A consumer offset past the end of its queue (the offsets handed out so far).
+    #[error("offset {offset} is past the end {end} of {topic:?} queue {queue}")]
+    OffsetOutOfRange {
+        /// Topic.
+        topic: String,
+        /// Queue id.
+        queue: u32,
+        /// Offset given.
+        offset: u64,
+        /// The queue's end (next logical offset).
+        end: u64,
+    },
+
     /// The queue id is not below the topic's queue count.
     #[error("topic {topic:?} has {queue_count} queues; queue {queue} does not exist")]
     UnknownQueue {

@@ -83,7 +83,8 @@ pub struct PutReceipt {
     pub topic: String,
     /// Queue chosen.
     pub queue: u32,
-    /// Logical offset in that queue.
+    /// Logical offset in that queue; for a delayed message, its offset in its delay level's
+    /// queue (its offset in the target queue is assigned when it is delivered).
     pub queue_offset: u64,
     /// Store time in ms.
     pub store_ms: u64,

@@ -490,6 +490,17 @@ impl Store {
         }
         validate_topic(group)?;
         self.inner.check_queue(topic, queue)?;
+        // Bound by the offsets handed out, not by what is visible yet: a consumer may commit
+        // from put receipts before the dispatcher has indexed the messages.
+        let end = self.inner.assigned_end(topic, queue);
+        if next_offset > end {
+            return Err(Error::OffsetOutOfRange {
+                topic: topic.to_owned(),
+                queue,
+                offset: next_offset,
+                end,
+            });
+        }
         self.inner.offsets.set(group, topic, queue, next_offset);
         if self.inner.options.sync_mode == SyncMode::Sync {
             // Only durable messages are visible in sync mode: nothing to sync first.
@@ -587,6 +598,16 @@ impl Inner {
                 queue_count,
             })
         }
+    }
+
+    /// The next offset the queue will hand out (its end once every appended record is indexed).
+    fn assigned_end(&self, topic: &str, queue: u32) -> u64 {
+        self.placements
+            .lock()
+            .topics
+            .get(topic)
+            .and_then(|next| next.get(queue as usize).copied())
+            .unwrap_or(0)
     }
 
     /// Reads the clock for a record's store time (called under the append lock, so store

@@ -653,3 +653,21 @@ fn concurrent_checkpoint_writers_never_fail() {
         }
     );
 }
+
+#[test]
+fn commit_offset_past_the_queue_end_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path(), common::small_options());
+    store.put(&Message::new("t", "one").with_queue(0)).unwrap();
+    store.flush().unwrap();
+    let end = store.queue_end_offset("t", 0).unwrap();
+    assert_eq!(end, 1);
+    store.commit_offset("g", "t", 0, end).unwrap();
+    match store.commit_offset("g", "t", 0, end + 1) {
+        Err(Error::OffsetOutOfRange { offset, end: e, .. }) => {
+            assert_eq!((offset, e), (2, 1));
+        }
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+    assert_eq!(store.committed_offset("g", "t", 0), Some(1));
+}

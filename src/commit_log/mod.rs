@@ -94,7 +94,7 @@ impl CommitLog {
                     fs.as_ref(),
                     dir,
                     end_offset,
-                    OpenMode::CreateSparse {
+                    OpenMode::CreateAllocated {
                         len_bytes: segment_bytes,
                     },
                 )?);
@@ -218,13 +218,13 @@ impl CommitLog {
         let prepared = self.preallocator.lock().take(base, self.segment_bytes);
         let next = match prepared {
             Some(segment) => segment?,
-            // Not ready: do not hold the append lock while the disk zero-fills; a sparse
-            // segment is instant.
+            // Not ready: do not hold the append lock while the disk zero-fills; reserving the
+            // blocks is nearly instant.
             None => create_segment(
                 self.fs.as_ref(),
                 &self.dir,
                 base,
-                OpenMode::CreateSparse {
+                OpenMode::CreateAllocated {
                     len_bytes: self.segment_bytes,
                 },
             )?,

@@ -159,10 +159,10 @@ impl ConsumeQueue {
         let len_bytes = self.file_entries * ENTRY_BYTES as u64;
         let file = self
             .fs
-            // Sparse: the dispatcher creates queue files inline, and zero-filling megabytes there
-            // would hold up every queue's visibility. Queue files are synced in the
-            // background, where the allocation cost of a sparse file does not matter.
-            .open_mapped(&path, OpenMode::CreateSparse { len_bytes })
+            // Reserved, not zero-filled: the dispatcher creates queue files inline, and writing
+            // megabytes of zeros there would hold up every queue's visibility. Queue files are
+            // synced in the background, where the extra cost of such a sync does not matter.
+            .open_mapped(&path, OpenMode::CreateAllocated { len_bytes })
             .map_err(|e| Error::io(&path, e))?;
         self.fs
             .sync_dir(&self.dir)

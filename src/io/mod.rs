@@ -66,9 +66,11 @@ pub enum OpenMode {
         /// File length in bytes.
         len_bytes: u64,
     },
-    /// Like [`OpenMode::Create`], but the file is sparse (its length set and synced, no blocks
-    /// written): creation is instant, and a later sync also writes the block allocation.
-    CreateSparse {
+    /// Like [`OpenMode::Create`], but the blocks are only reserved (`fallocate`), not written:
+    /// creation is nearly instant, and a later sync also records the blocks as written. Never a
+    /// sparse file: a store through a mapping into a hole on a full disk raises SIGBUS, while a
+    /// reservation fails at creation with a clean `ENOSPC`.
+    CreateAllocated {
         /// File length in bytes.
         len_bytes: u64,
     },

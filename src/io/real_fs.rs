@@ -45,25 +45,11 @@ impl FileSystem for RealFs {
 
     fn open_mapped(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn MappedFile>> {
         let map = match mode {
-            OpenMode::Create { len_bytes } => {
-                let mut file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(path)?;
-                zero_fill(&mut file, len_bytes)?;
-                file.sync_all()?;
-                MmapFile::map(file, len_bytes, 0, true)?
-            }
-            OpenMode::CreateSparse { len_bytes } => {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(path)?;
-                file.set_len(len_bytes)?;
-                file.sync_all()?;
-                MmapFile::map(file, len_bytes, 0, false)?
+            // Zero-filling runs in the background: pre-fault the pages there as well.
+            OpenMode::Create { len_bytes } => create_mapped(path, len_bytes, zero_fill, true)?,
+            // Reserving runs inline: faulting a whole segment in would stall the caller.
+            OpenMode::CreateAllocated { len_bytes } => {
+                create_mapped(path, len_bytes, reserve, false)?
             }
             OpenMode::Existing => {
                 let file = OpenOptions::new().read(true).write(true).open(path)?;
@@ -108,6 +94,43 @@ impl FileSystem for RealFs {
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(err)) => Err(err),
         }
+    }
+}
+
+/// Creates `path` (which must not exist), gives it `len_bytes` of blocks with `allocate`, syncs
+/// it and maps it (pre-faulting the pages with `populate`). On any failure (a full disk...) the
+/// half-made file is removed, so a retry can create it again.
+fn create_mapped(
+    path: &Path,
+    len_bytes: u64,
+    allocate: fn(&mut File, u64) -> io::Result<()>,
+    populate: bool,
+) -> io::Result<MmapFile> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let made = allocate(&mut file, len_bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| MmapFile::map(file, len_bytes, 0, populate));
+    if made.is_err() {
+        if let Err(err) = fs::remove_file(path) {
+            eprintln!("delaystore: cannot remove half-created {path:?}: {err}");
+        }
+    }
+    made
+}
+
+/// Reserves `len_bytes` of blocks without writing them (`fallocate`); where the file system
+/// cannot, writes zeros instead. Never leaves a hole: see [`OpenMode::CreateAllocated`].
+fn reserve(file: &mut File, len_bytes: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(&*file, rustix::fs::FallocateFlags::empty(), 0, len_bytes) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => {
+            zero_fill(file, len_bytes)
+        }
+        Err(errno) => Err(errno.into()),
     }
 }
 

@@ -448,7 +448,7 @@ impl FileSystem for SimFs {
             return Err(not_found(&parent(path)));
         }
         let (inode, readable) = match mode {
-            OpenMode::Create { len_bytes } | OpenMode::CreateSparse { len_bytes } => {
+            OpenMode::Create { len_bytes } | OpenMode::CreateAllocated { len_bytes } => {
                 if state.files.contains_key(path) {
                     return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
                 }
