@@ -83,6 +83,6 @@ pub mod topic;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DecodeError, Error, Result};
 pub use message::{Message, MessageId, PutReceipt, StoredMessage};
-pub use options::{Durability, Options, SyncMode};
+pub use options::{Durability, Options, SegmentFill, SyncMode};
 pub use recovery::RecoveryReport;
 pub use store::{ConsumerLag, Stats, Store};

@@ -7,11 +7,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::delay_levels::{parse_delay_levels, DEFAULT_DELAY_LEVELS};
+use crate::delay_levels::{
+    parse_delay_levels, DEFAULT_DELAY_LEVELS, DELAY_LEVELS_MAX, LEVEL_DELAY_MS_MAX,
+};
 use crate::error::{DecodeError, Error, Result};
 use crate::framed::{frame, unframe};
 use crate::io::{write_atomic, FileSystem};
-use crate::options::Options;
+use crate::options::{Options, QUEUE_COUNT_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 
 /// File name inside the store directory.
 pub const META_FILE: &str = "meta";
@@ -103,10 +105,36 @@ impl StoreMeta {
         frame(META_MAGIC, FORMAT_VERSION, &json)
     }
 
-    /// Decodes framed bytes.
+    /// Decodes framed bytes, and checks every value against the bounds options have (a
+    /// queue count of 0 would make a put divide by zero; a bad table, deliver at random).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let payload = unframe(bytes, META_MAGIC, FORMAT_VERSION)?;
-        serde_json::from_slice(payload).map_err(|_| DecodeError::BadField { field: "meta json" })
+        let meta: StoreMeta = serde_json::from_slice(payload)
+            .map_err(|_| DecodeError::BadField { field: "meta json" })?;
+        let counts_ok = std::iter::once(&meta.default_queue_count)
+            .chain(meta.topic_queue_counts.values())
+            .all(|c| (1..=QUEUE_COUNT_MAX).contains(c));
+        if !counts_ok {
+            return Err(DecodeError::BadField {
+                field: "meta queue count",
+            });
+        }
+        let topics_ok = meta
+            .topic_queue_counts
+            .keys()
+            .all(|t| crate::topic::validate_topic(t).is_ok());
+        let levels_ok = (1..=DELAY_LEVELS_MAX).contains(&meta.delay_levels_ms.len())
+            && meta
+                .delay_levels_ms
+                .iter()
+                .all(|ms| (1..=LEVEL_DELAY_MS_MAX).contains(ms));
+        let segment_ok = meta
+            .segment_bytes
+            .is_none_or(|b| (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&b));
+        if !(topics_ok && levels_ok && segment_ok) {
+            return Err(DecodeError::BadField { field: "meta" });
+        }
+        Ok(meta)
     }
 
     /// Loads the meta of `dir`, if the store exists.

@@ -29,6 +29,19 @@ pub enum SyncMode {
     Sync,
 }
 
+/// How new commit-log segments are prepared in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentFill {
+    /// Write zeros over the whole segment (with 4 KiB writes) and sync it. Each later small
+    /// sync then writes only its own pages: measured ~90 us per 4 KiB sync on the project's
+    /// machines, vs ~140 us on a reserved file. Costs a second write of every segment's bytes,
+    /// which halves the disk bandwidth left for data under sustained load.
+    Zeroed,
+    /// Reserve the blocks (`fallocate`) without writing them: no extra disk traffic; small
+    /// syncs cost ~50 us more (they also record the blocks as written).
+    Reserved,
+}
+
 /// Per-call durability, for [`crate::Store::put_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -53,6 +66,10 @@ pub struct Options {
     pub message_bytes_max: Option<u64>,
     /// Durability of acknowledged writes. Default [`SyncMode::Async`].
     pub sync_mode: SyncMode,
+    /// How segments are prepared. Default `None`: [`SegmentFill::Zeroed`] in
+    /// [`SyncMode::Sync`] (latency of each sync matters), [`SegmentFill::Reserved`] in
+    /// [`SyncMode::Async`] (disk bandwidth matters).
+    pub segment_fill: Option<SegmentFill>,
     /// In async mode, the longest time an acknowledged record stays unsynced, in ms. Default
     /// 200; bounds 1..=60_000.
     pub flush_interval_ms: u64,
@@ -90,6 +107,7 @@ impl Default for Options {
             segment_bytes: 1024 * 1024 * 1024,
             message_bytes_max: None,
             sync_mode: SyncMode::Async,
+            segment_fill: None,
             flush_interval_ms: 200,
             checkpoint_interval_ms: 1_000,
             consume_queue_file_entries: 300_000,
@@ -109,6 +127,7 @@ impl fmt::Debug for Options {
             .field("segment_bytes", &self.segment_bytes)
             .field("message_bytes_max", &self.message_bytes_max)
             .field("sync_mode", &self.sync_mode)
+            .field("segment_fill", &self.segment_fill)
             .field("flush_interval_ms", &self.flush_interval_ms)
             .field("checkpoint_interval_ms", &self.checkpoint_interval_ms)
             .field(
@@ -146,6 +165,14 @@ impl Options {
     /// Options with every default (see each field).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The effective segment preparation.
+    pub fn segment_fill(&self) -> SegmentFill {
+        self.segment_fill.unwrap_or(match self.sync_mode {
+            SyncMode::Sync => SegmentFill::Zeroed,
+            SyncMode::Async => SegmentFill::Reserved,
+        })
     }
 
     /// The effective `message_bytes_max`.

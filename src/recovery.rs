@@ -29,6 +29,7 @@ use crate::dispatch::{dispatch_range, dispatch_target, DispatchProgress, LevelCu
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{create_dir_synced, FileSystem, OpenMode};
 use crate::naming::parse_offset_file_name;
+use crate::options::SegmentFill;
 
 /// How the checkpoint was used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +128,8 @@ pub struct RecoveryConfig {
     pub segment_bytes: u64,
     /// Entries per new consume-queue file.
     pub queue_file_entries: u64,
+    /// How new segments are prepared.
+    pub segment_fill: SegmentFill,
 }
 
 /// Runs recovery on the store directory.
@@ -253,6 +256,7 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         prepared,
         end,
         config.segment_bytes,
+        config.segment_fill,
     )?;
 
     // Consume queues: truncate to the checkpointed counts, rebuild the damaged ones.

@@ -202,6 +202,7 @@ impl Store {
             fs: fs.clone(),
             segment_bytes: options.segment_bytes,
             queue_file_entries: options.consume_queue_file_entries,
+            segment_fill: options.segment_fill(),
         })?;
         let mut placements = Placements {
             topics: HashMap::new(),
@@ -318,7 +319,11 @@ impl Store {
                 })
             }
             (None, Some(key)) => queue_for_key(key, queue_count),
-            (None, None) => inner.round_robin.fetch_add(1, Ordering::Relaxed) % queue_count,
+            (None, None) => inner
+                .round_robin
+                .fetch_add(1, Ordering::Relaxed)
+                .checked_rem(queue_count)
+                .unwrap_or(0),
         };
         let key = message.key.as_deref().unwrap_or("");
         if key.len() > KEY_BYTES_MAX {

@@ -17,6 +17,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{FileSystem, OpenMode};
+use crate::options::SegmentFill;
 use crate::signal::Signal;
 use preallocate::{create_segment, Preallocator};
 use record::{checked_bytes, decode_header, encode_filler, EncodedRecord, Placement, HEADER_BYTES};
@@ -85,6 +86,7 @@ impl CommitLog {
         prepared: Option<Segment>,
         end_offset: u64,
         segment_bytes: u64,
+        fill: SegmentFill,
     ) -> Result<Self> {
         let mut segments: Vec<Arc<Segment>> = segments.into_iter().map(Arc::new).collect();
         let active = match segments.last() {
@@ -102,7 +104,7 @@ impl CommitLog {
                 segment
             }
         };
-        let preallocator = Preallocator::start(fs.clone(), dir.to_path_buf(), prepared)?;
+        let preallocator = Preallocator::start(fs.clone(), dir.to_path_buf(), prepared, fill)?;
         preallocator.request(active.end_offset(), segment_bytes);
         Ok(CommitLog {
             dir: dir.to_path_buf(),

@@ -1,6 +1,7 @@
-//! Prepares the next segment off the append path: a background thread zero-fills the file the
-//! writer will roll into (pre-allocated blocks make each later sync write only its own pages),
-//! under a temporary name, and renames it into place only if the writer still wants it.
+//! Prepares the next segment off the append path: a background thread creates the file the
+//! writer will roll into (zero-filled or with reserved blocks, see
+//! [`crate::options::SegmentFill`]), under a temporary name, and renames it into place only if
+//! the writer still wants it.
 //!
 //! A roll never waits for it: if the next segment is not ready, the writer abandons it and
 //! creates a sparse segment inline (instant; its syncs also write block allocations), so a
@@ -17,6 +18,7 @@ use super::segment::Segment;
 use crate::error::{Error, Result};
 use crate::io::{FileSystem, OpenMode};
 use crate::naming::offset_file_name;
+use crate::options::SegmentFill;
 
 /// Suffix of a segment being prepared; recovery removes such files.
 pub const PREPARING_SUFFIX: &str = ".prealloc";
@@ -69,8 +71,14 @@ pub struct Preallocator {
 }
 
 impl Preallocator {
-    /// Starts the thread, with `prepared` (a segment made by an earlier run) ready to take.
-    pub fn start(fs: Arc<dyn FileSystem>, dir: PathBuf, prepared: Option<Segment>) -> Result<Self> {
+    /// Starts the thread, with `prepared` (a segment made by an earlier run) ready to take;
+    /// segments are prepared with `fill`.
+    pub fn start(
+        fs: Arc<dyn FileSystem>,
+        dir: PathBuf,
+        prepared: Option<Segment>,
+        fill: SegmentFill,
+    ) -> Result<Self> {
         let (tx, rx): (Sender<Request>, Receiver<Request>) = crossbeam_channel::bounded(2);
         let shared = Arc::new(Shared::default());
         if let Some(segment) = prepared {
@@ -81,7 +89,11 @@ impl Preallocator {
             .name("delaystore-prealloc".into())
             .spawn(move || {
                 for (base, len) in rx {
-                    prepare(fs.as_ref(), &dir, &worker, base, len);
+                    let mode = match fill {
+                        SegmentFill::Zeroed => OpenMode::Create { len_bytes: len },
+                        SegmentFill::Reserved => OpenMode::CreateAllocated { len_bytes: len },
+                    };
+                    prepare(fs.as_ref(), &dir, &worker, base, mode);
                 }
             })
             .map_err(|e| Error::io("preallocator thread", e))?;
@@ -143,11 +155,9 @@ impl Drop for Preallocator {
 /// Zero-fills the segment at `base` under a temporary name, then, under the state lock (so the
 /// writer cannot be creating the same name inline at that moment), renames it into place if
 /// still wanted, or removes it if abandoned.
-fn prepare(fs: &dyn FileSystem, dir: &Path, shared: &Shared, base: u64, len: u64) {
+fn prepare(fs: &dyn FileSystem, dir: &Path, shared: &Shared, base: u64, mode: OpenMode) {
     let temp = dir.join(format!("{}{PREPARING_SUFFIX}", offset_file_name(base)));
-    let made = fs
-        .open_mapped(&temp, OpenMode::Create { len_bytes: len })
-        .map_err(|e| Error::io(&temp, e));
+    let made = fs.open_mapped(&temp, mode).map_err(|e| Error::io(&temp, e));
     let mut state = shared.state.lock();
     if state.in_flight == Some(base) {
         state.in_flight = None;
