@@ -24,7 +24,7 @@ use crate::options::SegmentFill;
 pub const PREPARING_SUFFIX: &str = ".prealloc";
 
 /// Creates a segment file at `base_offset` under its final name, with `mode`
-/// ([`OpenMode::Create`] or [`OpenMode::CreateSparse`]), and makes its directory entry durable.
+/// ([`OpenMode::Create`] or [`OpenMode::CreateAllocated`]), and makes its directory entry durable.
 pub fn create_segment(
     fs: &dyn FileSystem,
     dir: &Path,
