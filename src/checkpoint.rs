@@ -109,12 +109,19 @@ impl Checkpoint {
             rest = tail;
             let id = get_u32(nums, 0);
             let key = match kind {
-                1 => QueueKey::Topic {
-                    topic: std::str::from_utf8(topic)
-                        .map_err(|_| DecodeError::BadField { field: "topic" })?
-                        .to_owned(),
-                    queue_id: id,
-                },
+                1 => {
+                    let topic = std::str::from_utf8(topic)
+                        .ok()
+                        .filter(|t| crate::topic::topic_name_problem(t).is_none())
+                        .ok_or(DecodeError::BadField { field: "topic" })?;
+                    if id >= crate::options::QUEUE_COUNT_MAX {
+                        return Err(DecodeError::BadField { field: "queue_id" });
+                    }
+                    QueueKey::Topic {
+                        topic: topic.to_owned(),
+                        queue_id: id,
+                    }
+                }
                 2 => QueueKey::DelayLevel(
                     u8::try_from(id).map_err(|_| DecodeError::BadField { field: "level" })?,
                 ),

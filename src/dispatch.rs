@@ -18,6 +18,7 @@ use crate::consume_queue::entry::Entry;
 use crate::consume_queue::{ConsumeQueues, QueueKey, QueueRef};
 use crate::error::{DecodeError, Result};
 use crate::signal::Signal;
+use crate::topic::topic_name_problem;
 
 /// Bytes of log dispatched per batch before the batch lock is released.
 const BATCH_BYTES_MAX: u64 = 4 * 1024 * 1024;
@@ -195,7 +196,9 @@ pub fn dispatch_range(
         topic_buf.resize(usize::from(header.topic_bytes), 0);
         log.read_at(pos + HEADER_BYTES as u64, &mut topic_buf)?;
         let topic = std::str::from_utf8(&topic_buf)
-            .map_err(|_| log.corruption(pos, DecodeError::BadField { field: "topic" }))?;
+            .ok()
+            .filter(|t| header.kind == RecordKind::Filler || topic_name_problem(t).is_none())
+            .ok_or_else(|| log.corruption(pos, DecodeError::BadField { field: "topic" }))?;
         if let Some(target) = dispatch_target(&header, topic) {
             let wanted = only.is_none_or(|set| set.contains(&target.to_key()));
             if wanted {
@@ -212,7 +215,10 @@ pub fn dispatch_range(
             let at = pos + HEADER_BYTES as u64 + u64::from(header.topic_bytes);
             log.read_at(at, &mut body)?;
             let origin = OriginRef::decode(&body).map_err(|kind| log.corruption(pos, kind))?;
-            cursors.advance(header.delay_level, origin.level_queue_offset + 1);
+            cursors.advance(
+                header.delay_level,
+                origin.level_queue_offset.saturating_add(1),
+            );
         }
         pos += u64::from(header.total_bytes);
     }

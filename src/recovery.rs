@@ -31,6 +31,10 @@ use crate::io::{create_dir_synced, FileSystem, OpenMode};
 use crate::naming::parse_offset_file_name;
 use crate::options::SegmentFill;
 
+/// Segments must end below this log offset (2^62): every offset and length computed from a
+/// position in the log then fits in a `u64`, whatever the file names say.
+pub const LOG_OFFSET_LIMIT: u64 = 1 << 62;
+
 /// How the checkpoint was used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckpointUse {
@@ -374,7 +378,14 @@ fn open_segments(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<Segment>, Vec<P
     let last = files.len().saturating_sub(1);
     let mut expected = files.first().map(|f| f.0);
     for (index, (base_offset, path, len)) in files.iter().enumerate() {
-        if expected != Some(*base_offset) || (*len < HEADER_BYTES as u64 && index != last) {
+        // Offsets stay far from overflow: a segment must end below 2^62.
+        let in_range = base_offset
+            .checked_add(*len)
+            .is_some_and(|end| end < LOG_OFFSET_LIMIT);
+        if expected != Some(*base_offset)
+            || !in_range
+            || (*len < HEADER_BYTES as u64 && index != last)
+        {
             return Err(Error::Corruption {
                 file: path.clone(),
                 offset: 0,
@@ -384,7 +395,7 @@ fn open_segments(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<Segment>, Vec<P
                 },
             });
         }
-        expected = Some(base_offset + len);
+        expected = base_offset.checked_add(*len);
     }
     let mut segments = Vec::with_capacity(files.len());
     for (base_offset, path, len) in files {

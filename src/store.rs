@@ -212,7 +212,7 @@ impl Store {
         for (key, queue) in recovered.queues.all() {
             match key {
                 QueueKey::Topic { topic, queue_id } => {
-                    let count = meta.queue_count(&topic).max(queue_id + 1) as usize;
+                    let count = meta.queue_count(&topic).max(queue_id.saturating_add(1)) as usize;
                     let next = placements.topics.entry(topic).or_default();
                     if next.len() < count {
                         next.resize(count, 0);

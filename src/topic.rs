@@ -10,33 +10,36 @@ use crate::error::{Error, Result};
 /// Prefix reserved for internal topics.
 pub const RESERVED_PREFIX: &str = "__";
 
-/// Checks a user-supplied topic (or group) name.
-pub fn validate_topic(name: &str) -> Result<()> {
-    let invalid = |reason| {
-        Err(Error::InvalidTopic {
-            name: name.chars().take(200).collect(),
-            reason,
-        })
-    };
+/// Why `name` is not a valid topic (or group) name, or `None` if it is. Pure: also used by the
+/// record codec, since a name read from disk becomes a directory name too.
+pub fn topic_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
-        return invalid("empty");
-    }
-    if name.len() > TOPIC_BYTES_MAX {
-        return invalid("longer than 127 bytes");
-    }
-    if name == "." || name == ".." {
-        return invalid("`.` and `..` are not names");
-    }
-    if name.starts_with(RESERVED_PREFIX) {
-        return invalid("names starting with `__` are reserved");
-    }
-    if !name
+        Some("empty")
+    } else if name.len() > TOPIC_BYTES_MAX {
+        Some("longer than 127 bytes")
+    } else if name == "." || name == ".." {
+        Some("`.` and `..` are not names")
+    } else if name.starts_with(RESERVED_PREFIX) {
+        Some("names starting with `__` are reserved")
+    } else if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        return invalid("only A-Z a-z 0-9 . _ - are allowed");
+        Some("only A-Z a-z 0-9 . _ - are allowed")
+    } else {
+        None
     }
-    Ok(())
+}
+
+/// Checks a user-supplied topic (or group) name.
+pub fn validate_topic(name: &str) -> Result<()> {
+    match topic_name_problem(name) {
+        Some(reason) => Err(Error::InvalidTopic {
+            name: name.chars().take(200).collect(),
+            reason,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The queue a keyed message goes to: FNV-1a of the key, modulo the queue count. Stable across

@@ -277,6 +277,9 @@ pub fn decode_header(buf: &[u8], log_offset: u64) -> Result<RecordHeader, Decode
     if get_u8(header, 15) != 0 {
         return Err(DecodeError::BadField { field: "flags" });
     }
+    if decoded.queue_id >= crate::options::QUEUE_COUNT_MAX {
+        return Err(DecodeError::BadField { field: "queue_id" });
+    }
     if decoded.log_offset != log_offset {
         return Err(DecodeError::WrongPosition {
             stored: decoded.log_offset,
@@ -381,6 +384,9 @@ pub fn decode_record(buf: &[u8], log_offset: u64) -> Result<RecordView<'_>, Deco
     let (key, rest) = split(rest, usize::from(header.key_bytes))?;
     let (properties, body) = split(rest, header.properties_bytes as usize)?;
     let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::BadField { field: "topic" })?;
+    if header.kind != RecordKind::Filler && crate::topic::topic_name_problem(topic).is_some() {
+        return Err(DecodeError::BadField { field: "topic" });
+    }
     let key = std::str::from_utf8(key).map_err(|_| DecodeError::BadField { field: "key" })?;
     Ok(RecordView {
         header,

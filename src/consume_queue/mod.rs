@@ -119,7 +119,11 @@ impl ConsumeQueues {
                         keys.push(QueueKey::DelayLevel(level));
                     }
                 } else if let Ok(queue_id) = id.parse::<u32>() {
-                    if crate::topic::validate_topic(&topic).is_ok() {
+                    // Directories outside the name rules or the queue-count bound are not
+                    // the store's (and a huge id must not size any table).
+                    let ours = queue_id < crate::options::QUEUE_COUNT_MAX
+                        && crate::topic::validate_topic(&topic).is_ok();
+                    if ours {
                         keys.push(QueueKey::Topic {
                             topic: topic.clone(),
                             queue_id,

@@ -15,6 +15,10 @@ use crate::error::{DecodeError, Error, Result};
 use crate::io::{FileSystem, MappedFile, OpenMode};
 use crate::naming::{offset_file_name, parse_offset_file_name};
 
+/// Queue files must end below this entry index (2^58), so that byte offsets (`index * 20`)
+/// always fit in a `u64`, whatever the file names say.
+pub const QUEUE_ENTRY_LIMIT: u64 = 1 << 58;
+
 #[derive(Debug)]
 struct QueueFile {
     first_entry: u64,
@@ -61,6 +65,13 @@ impl ConsumeQueue {
                 .open_mapped(&path, OpenMode::Existing)
                 .map_err(|e| Error::io(&path, e))?;
             let capacity_entries = file.len_bytes() / ENTRY_BYTES as u64;
+            let in_range = first_entry
+                .checked_add(capacity_entries)
+                .is_some_and(|end| end < QUEUE_ENTRY_LIMIT);
+            if !in_range {
+                // Not a file the store could have written; never read, so it cannot mislead.
+                continue;
+            }
             files.push(QueueFile {
                 first_entry,
                 capacity_entries,
