@@ -8,9 +8,10 @@
 //!   amount of data per size. Only the put loop is timed: the store is opened first and the
 //!   background creation of its second segment is waited for (later segments are created in the
 //!   background while the loop runs, as in production).
-//! - `raw_mmap`: the ceiling for `async_put`: the same-sized records, each with a crc32fast CRC,
-//!   copied into one plain memory-mapped file created the way the store creates segments
-//!   (zero-filled in 4 KiB writes, synced, mapped with `MAP_POPULATE`).
+//! - `raw_mmap`, `raw_mmap_reserved`: the ceilings for `async_put`: the same-sized records, each
+//!   with a crc32fast CRC, copied into one plain memory-mapped file prepared the way the store
+//!   prepares a segment: zero-filled in 4 KiB writes, synced and mapped with `MAP_POPULATE`
+//!   (`SegmentFill::Zeroed`), or reserved with `fallocate` and synced (`SegmentFill::Reserved`).
 //! - `sync_put`: [`SyncMode::Sync`], 1, 4, 16 and 64 producer threads sharing an `Arc<Store>`,
 //!   1 KiB bodies, for a fixed time: total msg/s and put latency.
 //! - `raw_fsync`: the ceiling for `sync_put`: one thread doing `pwrite` of one record +
@@ -107,7 +108,7 @@ fn async_count(config: &Config, body: usize) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Workload {
     AsyncPut { body: usize },
-    RawMmap { body: usize },
+    RawMmap { body: usize, fill: Fill },
     SyncPut { threads: usize },
     RawFsync,
 }
@@ -116,7 +117,7 @@ impl Workload {
     fn name(self) -> String {
         match self {
             Workload::AsyncPut { body } => format!("async_put/{}", size_label(body)),
-            Workload::RawMmap { body } => format!("raw_mmap/{}", size_label(body)),
+            Workload::RawMmap { body, fill } => format!("{}/{}", fill.kind(), size_label(body)),
             Workload::SyncPut { threads } => format!("sync_put/{threads}"),
             Workload::RawFsync => "raw_fsync".to_owned(),
         }
@@ -125,7 +126,7 @@ impl Workload {
     fn kind(self) -> &'static str {
         match self {
             Workload::AsyncPut { .. } => "async_put",
-            Workload::RawMmap { .. } => "raw_mmap",
+            Workload::RawMmap { fill, .. } => fill.kind(),
             Workload::SyncPut { .. } => "sync_put",
             Workload::RawFsync => "raw_fsync",
         }
@@ -133,7 +134,7 @@ impl Workload {
 
     fn body(self) -> usize {
         match self {
-            Workload::AsyncPut { body } | Workload::RawMmap { body } => body,
+            Workload::AsyncPut { body } | Workload::RawMmap { body, .. } => body,
             Workload::SyncPut { .. } | Workload::RawFsync => SYNC_BODY,
         }
     }
@@ -142,6 +143,25 @@ impl Workload {
         match self {
             Workload::SyncPut { threads } => threads,
             _ => 1,
+        }
+    }
+}
+
+/// How a ceiling file is prepared, after the store's two ways of preparing a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fill {
+    /// Zeros in 4 KiB `write`s, `fsync`, then mapped with `MAP_POPULATE` (`SegmentFill::Zeroed`).
+    Zeroed,
+    /// Blocks reserved with `fallocate`, `fsync`, mapped without pre-faulting
+    /// (`SegmentFill::Reserved`, also what a roll creates inline when no segment is ready).
+    Reserved,
+}
+
+impl Fill {
+    fn kind(self) -> &'static str {
+        match self {
+            Fill::Zeroed => "raw_mmap",
+            Fill::Reserved => "raw_mmap_reserved",
         }
     }
 }
@@ -162,11 +182,21 @@ fn schedule(rep: usize) -> Vec<Workload> {
     let flip = rep % 2 == 1;
     let mut out = Vec::new();
     for body in ASYNC_BODIES {
-        let pair = [Workload::AsyncPut { body }, Workload::RawMmap { body }];
+        let group = [
+            Workload::AsyncPut { body },
+            Workload::RawMmap {
+                body,
+                fill: Fill::Zeroed,
+            },
+            Workload::RawMmap {
+                body,
+                fill: Fill::Reserved,
+            },
+        ];
         if flip {
-            out.extend(pair.iter().rev());
+            out.extend(group.iter().rev());
         } else {
-            out.extend(pair);
+            out.extend(group);
         }
     }
     let sync = SYNC_THREADS.map(|threads| Workload::SyncPut { threads });
@@ -188,7 +218,9 @@ fn run(workload: Workload, config: &Config) -> Result<Sample, String> {
     let cpu_before = CpuTicks::read();
     let sample = match workload {
         Workload::AsyncPut { body } => async_put(dir.path(), body, async_count(config, body)),
-        Workload::RawMmap { body } => raw_mmap(dir.path(), body, async_count(config, body)),
+        Workload::RawMmap { body, fill } => {
+            raw_mmap(dir.path(), body, fill, async_count(config, body))
+        }
         Workload::SyncPut { threads } => sync_put(dir.path(), threads, config.sync_time),
         Workload::RawFsync => raw_fsync(dir.path(), config.sync_time),
     };
@@ -278,12 +310,14 @@ fn settle_after_open(store_dir: &Path) -> Result<(), String> {
     let path = store_dir
         .join(COMMIT_LOG_DIR)
         .join(offset_file_name(SEGMENT_BYTES));
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match std::fs::metadata(&path) {
             Ok(meta) if meta.len() == SEGMENT_BYTES => break,
             _ if Instant::now() > deadline => {
-                return Err(format!("second segment {path:?} not prepared within 120 s"));
+                // The store no longer prepares it at open: time the loop anyway, and say so.
+                eprintln!("warning: second segment {path:?} not prepared within 60 s");
+                return Ok(());
             }
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -348,12 +382,13 @@ fn async_put(dir: &Path, body: usize, count: u64) -> Result<Sample, String> {
 }
 
 /// Puts `message`, retrying while the put fails because the segment it rolls into already
-/// exists. That is a store bug this benchmark exposes: when the producer fills a segment before
-/// the background preallocator has finished the next one, the roll creates that segment inline
-/// with `create_new` and collides with the preallocator's half-made file (`EEXIST`); the store
-/// stays consistent and the next put succeeds once the preallocator is done. Retrying (after a
-/// 1 ms sleep) makes the producer wait for the preallocator, as a fixed roll would. Returns how
-/// many attempts failed that way; any other error is returned.
+/// exists. This benchmark found that store bug at `64c888d` (fixed in `3916e6e`): when the
+/// producer filled a segment before the background preallocator had finished the next one, the
+/// roll created that segment inline with `create_new` and collided with the preallocator's
+/// half-made file (`EEXIST`); the store stayed consistent and a later put succeeded once the
+/// preallocator was done. Retrying (after a 1 ms sleep) makes the producer wait for the
+/// preallocator, so a regression shows up as a count (`roll_race_errors`) instead of aborting
+/// the run. Returns how many attempts failed that way; any other error is returned.
 fn put_retrying_roll_race(store: &Store, message: &Message) -> Result<u64, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut failures = 0;
@@ -413,18 +448,39 @@ fn seal_raw(record: &mut [u8], offset: u64) {
     record[8..12].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn raw_mmap(dir: &Path, body: usize, count: u64) -> Result<Sample, String> {
+/// Creates a file with `len_bytes` of blocks reserved by `fallocate` (read as zeros, never
+/// written), then syncs it, as the store reserves a segment.
+fn create_reserved(path: &Path, len_bytes: u64) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len_bytes)?;
+    file.sync_all()?;
+    Ok(file)
+}
+
+fn raw_mmap(dir: &Path, body: usize, fill: Fill, count: u64) -> Result<Sample, String> {
     let mut record = raw_record(body);
     let len = record.len();
     let total = count as usize * len;
     let file_len = total.div_ceil(4096) * 4096;
     let path = dir.join("raw-mmap");
-    let file =
-        create_zeroed(&path, file_len as u64).map_err(|e| format!("creating {path:?}: {e}"))?;
+    let file = match fill {
+        Fill::Zeroed => create_zeroed(&path, file_len as u64),
+        Fill::Reserved => create_reserved(&path, file_len as u64),
+    }
+    .map_err(|e| format!("creating {path:?}: {e}"))?;
+    let mut options = MmapOptions::new();
+    options.len(file_len);
+    if fill == Fill::Zeroed {
+        options.populate();
+    }
     // SAFETY: the file was just created in a private temporary directory; nothing else maps or
     // truncates it while the map lives (it is dropped before the directory is removed).
-    let mut map = unsafe { MmapOptions::new().len(file_len).populate().map_mut(&file) }
-        .map_err(|e| format!("mapping {path:?}: {e}"))?;
+    let mut map =
+        unsafe { options.map_mut(&file) }.map_err(|e| format!("mapping {path:?}: {e}"))?;
     let start = Instant::now();
     let mut at = 0usize;
     while at < total {
@@ -599,6 +655,11 @@ fn human(value: f64, unit: &str) -> String {
     }
 }
 
+/// A JSON string without its quotes (`?` for anything else).
+fn text(value: &serde_json::Value) -> &str {
+    value.as_str().unwrap_or("?")
+}
+
 fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
@@ -704,13 +765,24 @@ impl Results {
             .collect()
     }
 
-    /// Per-repetition ratios of `figure_a` of `a` over `figure_b` of `b`, pairing the runs of
-    /// the same repetition.
-    fn ratios(&self, a: Workload, figure_a: &str, b: Workload, figure_b: &str) -> Vec<f64> {
-        let b = self.by_rep(b, figure_b);
+    /// Per-repetition ratios of `figure_a` of `a` over the largest `figure_b` of `b` in the
+    /// same repetition (a repetition is left out unless every one of `b` ran in it).
+    fn ratios(&self, a: Workload, figure_a: &str, b: &[Workload], figure_b: &str) -> Vec<f64> {
         self.by_rep(a, figure_a)
             .iter()
-            .filter_map(|&(rep, x)| b.iter().find(|&&(r, _)| r == rep).map(|&(_, y)| x / y))
+            .filter_map(|&(rep, x)| {
+                let ceilings: Option<Vec<f64>> = b
+                    .iter()
+                    .map(|&w| {
+                        self.by_rep(w, figure_b)
+                            .iter()
+                            .find(|&&(r, _)| r == rep)
+                            .map(|&(_, y)| y)
+                    })
+                    .collect();
+                let best = ceilings?.into_iter().fold(f64::NAN, f64::max);
+                Some(x / best)
+            })
             .collect()
     }
 }
@@ -740,13 +812,16 @@ fn main() {
     println!("delaystore append benchmark ({mode}, {} reps)", args.reps);
     println!(
         "machine: {} cpus ({}), {} GiB, {}",
-        machine["nproc"], machine["cpu"], machine["mem_gib"], machine["kernel"]
+        machine["nproc"],
+        text(&machine["cpu"]),
+        machine["mem_gib"],
+        text(&machine["kernel"])
     );
     println!(
         "dir: {} on {} ({}); async {} MiB/size (cap {} msgs), sync {:.1} s/workload",
         dir.display(),
-        machine["device"],
-        machine["fs_type"],
+        text(&machine["device"]),
+        text(&machine["fs_type"]),
         config.async_bytes >> 20,
         config.async_max_msgs,
         config.sync_time.as_secs_f64()
@@ -773,7 +848,7 @@ fn main() {
                         .find(|(figure, _, _)| *figure == "foreign_cpus")
                         .map_or(f64::NAN, |s| s.2);
                     eprintln!(
-                        "rep {}/{} {name:<16} {:>10} {unit:<6} ({:.1} s with setup; \
+                        "rep {}/{} {name:<24} {:>10} {unit:<6} ({:.1} s with setup; \
                          other load {foreign:.2} CPUs)",
                         rep + 1,
                         args.reps,
@@ -808,31 +883,46 @@ fn selected(filter: Option<&str>, name: &str) -> bool {
     })
 }
 
-/// A derived figure: ratio of a store figure to its ceiling.
+/// A derived figure: ratio of a store figure to its ceiling (the faster of `to` in each
+/// repetition when there are several).
 struct Ratio {
     name: String,
     of: Workload,
     figure: &'static str,
-    to: Workload,
+    to: Vec<Workload>,
 }
 
 fn ratios() -> Vec<Ratio> {
     let mut out = Vec::new();
     for body in ASYNC_BODIES {
+        let zeroed = Workload::RawMmap {
+            body,
+            fill: Fill::Zeroed,
+        };
+        let reserved = Workload::RawMmap {
+            body,
+            fill: Fill::Reserved,
+        };
         for (figure, label) in [("msg_per_s", ""), ("steady_msg_per_s", " steady")] {
-            out.push(Ratio {
-                name: format!("async_put/{}{label} / raw_mmap", size_label(body)),
-                of: Workload::AsyncPut { body },
-                figure,
-                to: Workload::RawMmap { body },
-            });
+            for (ceiling, to) in [
+                ("raw_mmap", vec![zeroed]),
+                ("raw_mmap_reserved", vec![reserved]),
+                ("best raw", vec![zeroed, reserved]),
+            ] {
+                out.push(Ratio {
+                    name: format!("async_put/{}{label} / {ceiling}", size_label(body)),
+                    of: Workload::AsyncPut { body },
+                    figure,
+                    to,
+                });
+            }
         }
     }
     out.extend(SYNC_THREADS.iter().map(|&threads| Ratio {
         name: format!("sync_put/{threads} / raw_fsync"),
         of: Workload::SyncPut { threads },
         figure: "msg_per_s",
-        to: Workload::RawFsync,
+        to: vec![Workload::RawFsync],
     }));
     out
 }
@@ -858,7 +948,7 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
 
     println!();
     println!(
-        "{:<18} {:<25} {:>10} {:>10} {:>10}",
+        "{:<24} {:<25} {:>10} {:>10} {:>10}",
         "workload", "figure", "median", "min", "max"
     );
     let mut last_kind = "";
@@ -874,7 +964,7 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
         let values: Vec<f64> = values.iter().map(|&(_, v)| v).collect();
         let s = summarize(&values);
         println!(
-            "{:<18} {:<25} {:>10} {:>10} {:>10}",
+            "{:<24} {:<25} {:>10} {:>10} {:>10}",
             workload.name(),
             format!("{figure} ({unit})"),
             human(s.median, unit),
@@ -896,7 +986,7 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
     println!("ratio to ceiling (msg/s, per repetition)");
     let mut ratio_medians = BTreeMap::new();
     for ratio in ratios() {
-        let values = results.ratios(ratio.of, ratio.figure, ratio.to, "msg_per_s");
+        let values = results.ratios(ratio.of, ratio.figure, &ratio.to, "msg_per_s");
         if values.is_empty() {
             continue;
         }
@@ -911,7 +1001,8 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
         ratio_medians.insert(ratio.name.clone(), s.median);
         let mut line = base(ratio.of);
         line["figure"] = json!(format!("{}_to_ceiling", ratio.figure));
-        line["ceiling"] = json!(ratio.to.name());
+        line["ceiling"] = json!(ratio.to.iter().map(|w| w.name()).collect::<Vec<_>>());
+        line["ratio"] = json!(ratio.name);
         line["unit"] = json!("ratio");
         line["median"] = json!(s.median);
         line["min"] = json!(s.min);
@@ -934,8 +1025,8 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
             "msg/s",
         ),
         (
-            "async 1 KiB >= 40 % of raw mmap",
-            ratio_medians.get("async_put/1KiB / raw_mmap").copied(),
+            "async 1 KiB >= 40 % of best raw mmap",
+            ratio_medians.get("async_put/1KiB / best raw").copied(),
             TARGET_ASYNC_1K_RATIO,
             "ratio",
         ),

@@ -29,7 +29,8 @@ pub enum SyncMode {
     Sync,
 }
 
-/// How new commit-log segments are prepared in the background.
+/// How new commit-log segments (in the background) and consume-queue files (by the
+/// dispatcher) are prepared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentFill {
     /// Write zeros over the whole segment (with 4 KiB writes) and sync it. Each later small

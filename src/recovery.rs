@@ -264,7 +264,12 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
     )?;
 
     // Consume queues: truncate to the checkpointed counts, rebuild the damaged ones.
-    let queues = ConsumeQueues::new(fs.clone(), &config.dir, config.queue_file_entries);
+    let queues = ConsumeQueues::new(
+        fs.clone(),
+        &config.dir,
+        config.queue_file_entries,
+        config.segment_fill,
+    );
     let expected: Vec<(QueueKey, u64)> = checkpoint
         .as_ref()
         .map(|c| c.queue_counts.clone())

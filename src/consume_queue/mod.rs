@@ -17,6 +17,7 @@ pub use queue::ConsumeQueue;
 
 use crate::error::{Error, Result};
 use crate::io::FileSystem;
+use crate::options::SegmentFill;
 
 /// Directory of all consume queues inside the store directory.
 pub const CONSUME_QUEUE_DIR: &str = "consumequeue";
@@ -84,17 +85,24 @@ pub struct ConsumeQueues {
     store_dir: PathBuf,
     fs: Arc<dyn FileSystem>,
     file_entries: u64,
+    fill: SegmentFill,
     topics: RwLock<HashMap<String, HashMap<u32, Arc<ConsumeQueue>>>>,
     levels: RwLock<HashMap<u8, Arc<ConsumeQueue>>>,
 }
 
 impl ConsumeQueues {
     /// An empty set; queues are opened by [`ConsumeQueues::open_existing`] or on first use.
-    pub fn new(fs: Arc<dyn FileSystem>, store_dir: &Path, file_entries: u64) -> Self {
+    pub fn new(
+        fs: Arc<dyn FileSystem>,
+        store_dir: &Path,
+        file_entries: u64,
+        fill: SegmentFill,
+    ) -> Self {
         ConsumeQueues {
             store_dir: store_dir.to_path_buf(),
             fs,
             file_entries,
+            fill,
             topics: RwLock::new(HashMap::new()),
             levels: RwLock::new(HashMap::new()),
         }
@@ -142,6 +150,7 @@ impl ConsumeQueues {
             self.fs.clone(),
             &queue_dir(&self.store_dir, key),
             self.file_entries,
+            self.fill,
         )
     }
 
