@@ -22,6 +22,10 @@
 // The raw ceiling maps a file; the store itself keeps its `unsafe` in `src/io/mmap.rs`.
 #![allow(unsafe_code)]
 
+#[path = "support/machine.rs"]
+mod machine;
+
+use machine::{cpu_model, mem_total_kib, mount_of, read_trimmed};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -660,50 +664,9 @@ fn text(value: &serde_json::Value) -> &str {
     value.as_str().unwrap_or("?")
 }
 
-fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|e| format!("unavailable: {e}"))
-}
-
-/// Device and file-system type of the mount holding `dir` (longest matching mount point).
-fn mount_of(dir: &Path) -> (String, String) {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (dev, point, fs) = (fields.next()?, fields.next()?, fields.next()?);
-            dir.starts_with(point)
-                .then(|| (point.len(), dev.to_owned(), fs.to_owned()))
-        })
-        .max_by_key(|(len, _, _)| *len)
-        .map_or_else(
-            || ("unknown".to_owned(), "unknown".to_owned()),
-            |(_, dev, fs)| (dev, fs),
-        )
-}
-
 fn machine_info(dir: &Path) -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned());
-    let mem_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let cpu = cpu_model();
+    let mem_kib = mem_total_kib();
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let (device, fs_type) = mount_of(dir);
     // `BENCH_GIT_REV` names the source when the bench runs outside a checkout.

@@ -26,6 +26,10 @@
 //! Run: `cargo bench --bench delivery -- [--quick] [--reps N] [--dir PATH]`. Prints a table and
 //! writes one JSON line per figure to `target/bench-delivery.jsonl` (see `docs/benchmarks.md`).
 
+#[path = "support/machine.rs"]
+mod machine;
+
+use machine::{cpu_model, mem_total_kib, mount_of, read_trimmed};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -1242,50 +1246,9 @@ fn cell(series: Option<&Series>) -> String {
     }
 }
 
-fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|e| format!("unavailable: {e}"))
-}
-
-/// Device and file-system type of the mount holding `dir` (longest matching mount point).
-fn mount_of(dir: &Path) -> (String, String) {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (dev, point, fs) = (fields.next()?, fields.next()?, fields.next()?);
-            dir.starts_with(point)
-                .then(|| (point.len(), dev.to_owned(), fs.to_owned()))
-        })
-        .max_by_key(|(len, _, _)| *len)
-        .map_or_else(
-            || ("unknown".to_owned(), "unknown".to_owned()),
-            |(_, dev, fs)| (dev, fs),
-        )
-}
-
 fn machine_info(dir: &Path) -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned());
-    let mem_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let cpu = cpu_model();
+    let mem_kib = mem_total_kib();
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let (device, fs_type) = mount_of(dir);
     let git = std::process::Command::new("git")
