@@ -24,6 +24,8 @@
 
 #[path = "support/machine.rs"]
 mod machine;
+#[path = "support/summary.rs"]
+mod summary;
 
 use machine::{cpu_model, mem_total_kib, mount_of, read_trimmed};
 use std::collections::BTreeMap;
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use summary::summarize;
 
 use clap::Parser;
 use delaystore::commit_log::record::HEADER_BYTES;
@@ -612,27 +615,6 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 fn settle_disk() {
     let _ = std::process::Command::new("sync").status();
     std::thread::sleep(Duration::from_millis(200));
-}
-
-struct Summary {
-    min: f64,
-    median: f64,
-    max: f64,
-}
-
-fn summarize(values: &[f64]) -> Summary {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let median = match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    };
-    Summary {
-        min: sorted.first().copied().unwrap_or(0.0),
-        median,
-        max: sorted.last().copied().unwrap_or(0.0),
-    }
 }
 
 fn human(value: f64, unit: &str) -> String {

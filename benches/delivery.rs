@@ -28,6 +28,8 @@
 
 #[path = "support/machine.rs"]
 mod machine;
+#[path = "support/summary.rs"]
+mod summary;
 
 use machine::{cpu_model, mem_total_kib, mount_of, read_trimmed};
 use std::io::Write;
@@ -36,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use summary::summarize;
 
 use clap::Parser;
 use delaystore::commit_log::COMMIT_LOG_DIR;
@@ -1180,27 +1183,6 @@ fn scan_table(
 
 // ---------------------------------------------------------------------------------------------
 // Reporting
-
-struct Summary {
-    min: f64,
-    median: f64,
-    max: f64,
-}
-
-fn summarize(values: &[f64]) -> Summary {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let median = match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    };
-    Summary {
-        min: sorted.first().copied().unwrap_or(0.0),
-        median,
-        max: sorted.last().copied().unwrap_or(0.0),
-    }
-}
 
 fn human(value: f64, unit: &str) -> String {
     match unit {
