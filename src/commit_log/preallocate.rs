@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::segment::Segment;
 use crate::error::{Error, Result};
@@ -59,7 +59,6 @@ struct State {
 #[derive(Debug, Default)]
 struct Shared {
     state: Mutex<State>,
-    changed: Condvar,
 }
 
 /// The background segment preparer.
@@ -190,5 +189,4 @@ fn prepare(fs: &dyn FileSystem, dir: &Path, shared: &Shared, base: u64, mode: Op
             }
         }
     }
-    shared.changed.notify_all();
 }

@@ -29,8 +29,6 @@ const PAGE_BYTES: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct MmapFile {
     map: MmapRaw,
-    /// Kept open for `fdatasync`.
-    file: File,
     len_bytes: u64,
     readable_bytes: AtomicU64,
     /// Serialises writers and moves of the readable boundary (rule 2).
@@ -64,7 +62,6 @@ impl MmapFile {
         let map = options.map_raw(&file)?;
         Ok(MmapFile {
             map,
-            file,
             len_bytes,
             readable_bytes: AtomicU64::new(readable_bytes),
             writer: Mutex::new(()),
@@ -180,13 +177,5 @@ impl MappedFile for MmapFile {
             self.map.flush_range(from, len - from)?;
         }
         Ok(zeroed_bytes)
-    }
-}
-
-impl MmapFile {
-    /// `fdatasync` of the whole file, an alternative to `msync` for the same pages.
-    #[allow(dead_code)]
-    pub(crate) fn sync_file(&self) -> io::Result<()> {
-        self.file.sync_data()
     }
 }
