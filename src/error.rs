@@ -108,6 +108,15 @@ pub enum Error {
         levels: usize,
     },
 
+    /// An arbitrary delay beyond `Options::delay_ms_max`.
+    #[error("a delay of {delay_ms} ms exceeds delay_ms_max = {delay_ms_max} ms")]
+    DelayTooLong {
+        /// Delay asked for (for `deliver_at_ms`, from the store clock), ms.
+        delay_ms: u64,
+        /// The limit, ms.
+        delay_ms_max: u64,
+    },
+
     /// The directory holds no store and `Options::create_if_missing` is false.
     #[error("no store in {dir:?}")]
     StoreNotFound {

@@ -78,6 +78,7 @@ pub mod recovery;
 pub mod seeded;
 pub mod signal;
 pub mod store;
+pub mod timer;
 pub mod topic;
 
 pub use clock::{Clock, ManualClock, SystemClock};

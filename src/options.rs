@@ -93,6 +93,10 @@ pub struct Options {
     /// creating). A different table replaces the stored one; messages already stored keep the
     /// due time they were stored with.
     pub delay_levels: Option<String>,
+    /// Longest arbitrary delay a put may ask for (`Message::delay_ms`, or `deliver_at_ms`
+    /// minus the store clock), in ms. Default 400 days; bounds 1 ms..=10 years. May change
+    /// between opens: it only limits new puts.
+    pub delay_ms_max: u64,
     /// Create the store if the directory holds none. Default true; when false, opening a
     /// directory without a store fails with [`Error::StoreNotFound`].
     pub create_if_missing: bool,
@@ -115,6 +119,7 @@ impl Default for Options {
             default_queue_count: None,
             topic_queue_counts: BTreeMap::new(),
             delay_levels: None,
+            delay_ms_max: DELAY_MS_MAX_DEFAULT,
             create_if_missing: true,
             clock: Arc::new(SystemClock),
             fs: Arc::new(RealFs),
@@ -138,12 +143,19 @@ impl fmt::Debug for Options {
             .field("default_queue_count", &self.default_queue_count)
             .field("topic_queue_counts", &self.topic_queue_counts)
             .field("delay_levels", &self.delay_levels)
+            .field("delay_ms_max", &self.delay_ms_max)
             .field("create_if_missing", &self.create_if_missing)
             .field("clock", &self.clock)
             .field("fs", &self.fs)
             .finish()
     }
 }
+
+/// Default of [`Options::delay_ms_max`]: 400 days.
+pub const DELAY_MS_MAX_DEFAULT: u64 = 400 * 24 * 3600 * 1000;
+/// Upper bound of [`Options::delay_ms_max`]: 10 years (well inside the timer wheel's horizon,
+/// [`crate::timer::TIMER_HORIZON_MS`]).
+pub const DELAY_MS_MAX_LIMIT: u64 = 3650 * 24 * 3600 * 1000;
 
 fn check(ok: bool, name: &'static str, reason: impl FnOnce() -> String) -> Result<()> {
     if ok {
@@ -229,6 +241,7 @@ impl Options {
         if let Some(table) = &self.delay_levels {
             crate::delay_levels::parse_delay_levels(table)?;
         }
+        check_range("delay_ms_max", self.delay_ms_max, 1, DELAY_MS_MAX_LIMIT)?;
         Ok(())
     }
 }

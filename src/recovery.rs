@@ -25,7 +25,7 @@ use crate::commit_log::record::{
 use crate::commit_log::segment::Segment;
 use crate::commit_log::{CommitLog, COMMIT_LOG_DIR};
 use crate::consume_queue::{ConsumeQueue, ConsumeQueues, QueueKey};
-use crate::dispatch::{dispatch_range, dispatch_target, DispatchProgress, LevelCursors};
+use crate::dispatch::{dispatch_range, dispatch_target, DeliveryCursors, DispatchProgress};
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{create_dir_synced, FileSystem, OpenMode};
 use crate::naming::parse_offset_file_name;
@@ -307,10 +307,10 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         queues.insert(&key, queue);
     }
 
-    let cursors = LevelCursors::from_list(
+    let cursors = DeliveryCursors::from_list(
         &checkpoint
             .as_ref()
-            .map(|c| c.level_cursors.clone())
+            .map(|c| c.cursors.clone())
             .unwrap_or_default(),
     );
     let mut entries_replayed = 0;
@@ -532,7 +532,11 @@ fn read_valid(
                 return Err(DecodeError::BadLength { length: total });
             }
         }
-        RecordKind::Message | RecordKind::Delivery => {
+        RecordKind::Message
+        | RecordKind::Delivery
+        | RecordKind::Hop
+        | RecordKind::Cancel
+        | RecordKind::Discard => {
             decode_record(&buf, pos)?;
         }
     }
