@@ -18,6 +18,7 @@ use crate::commit_log::record::{
 use crate::commit_log::CommitLog;
 use crate::consume_queue::entry::Entry;
 use crate::consume_queue::{ConsumeQueues, QueueKey, QueueRef, TimedQueue};
+use crate::decisions::{Decision, Decisions};
 use crate::error::{DecodeError, Result};
 use crate::signal::Signal;
 use crate::timer::{release_ms, slot_for};
@@ -157,12 +158,18 @@ impl DispatchProgress {
     }
 
     /// Dispatches records from the current end up to `limit` (in batches), then notifies.
-    pub fn dispatch_to(&self, log: &CommitLog, queues: &ConsumeQueues, limit: u64) -> Result<()> {
+    pub fn dispatch_to(
+        &self,
+        log: &CommitLog,
+        queues: &ConsumeQueues,
+        decisions: &Decisions,
+        limit: u64,
+    ) -> Result<()> {
         while self.dispatched_end() < limit {
             let _batch = self.batch.lock();
             let from = self.dispatched_end();
             let to = limit.min(from.saturating_add(BATCH_BYTES_MAX));
-            let done = dispatch_range(log, queues, &self.cursors, from, to, None)?;
+            let done = dispatch_range(log, queues, decisions, &self.cursors, from, to, None)?;
             if let Some(last) = done.last_record_offset {
                 self.last_record_offset.store(last, Ordering::Release);
             }
@@ -192,10 +199,12 @@ pub struct Dispatched {
 /// Appends the entries of every record starting in `[from, to)`. Records whose entry is
 /// already present (queue offset below the queue's count) are skipped, so replaying a range is
 /// idempotent. With `only`, entries go only to those queues (rebuilding damaged ones).
-/// Delivery, hop and discard records advance their source queue's cursor.
+/// Delivery, hop and discard records advance their source queue's cursor; delivery and cancel
+/// records record their decision.
 pub fn dispatch_range(
     log: &CommitLog,
     queues: &ConsumeQueues,
+    decisions: &Decisions,
     cursors: &DeliveryCursors,
     from: u64,
     to: u64,
@@ -226,16 +235,31 @@ pub fn dispatch_range(
             }
             last = Some(pos);
         }
-        let consumes_entry = match header.kind {
-            RecordKind::Delivery | RecordKind::Hop | RecordKind::Discard => true,
-            RecordKind::Message | RecordKind::Filler | RecordKind::Cancel => false,
+        let names_origin = match header.kind {
+            RecordKind::Delivery | RecordKind::Hop | RecordKind::Discard | RecordKind::Cancel => {
+                true
+            }
+            RecordKind::Message | RecordKind::Filler => false,
         };
-        if consumes_entry {
+        if names_origin {
             let mut body = [0u8; ORIGIN_REF_BYTES];
             let at = pos + HEADER_BYTES as u64 + u64::from(header.topic_bytes);
             log.read_at(at, &mut body)?;
             let origin = OriginRef::decode(&body).map_err(|kind| log.corruption(pos, kind))?;
-            cursors.advance(origin.source, origin.source_offset.saturating_add(1));
+            let decision = match header.kind {
+                RecordKind::Delivery => Some(Decision::Delivered(pos)),
+                RecordKind::Cancel => Some(Decision::Cancelled(pos)),
+                RecordKind::Hop
+                | RecordKind::Discard
+                | RecordKind::Message
+                | RecordKind::Filler => None,
+            };
+            if let Some(decision) = decision {
+                decisions.set(origin.first, origin.first_offset, decision)?;
+            }
+            if header.kind != RecordKind::Cancel {
+                cursors.advance(origin.source, origin.source_offset.saturating_add(1));
+            }
         }
         pos += u64::from(header.total_bytes);
     }

@@ -64,6 +64,7 @@ pub mod clock;
 pub mod commit_log;
 pub mod consume_queue;
 pub mod consumer_offsets;
+pub mod decisions;
 pub mod delay_levels;
 pub mod delivery;
 pub mod dispatch;
@@ -83,7 +84,7 @@ pub mod topic;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DecodeError, Error, Result};
-pub use message::{Message, MessageId, PutReceipt, StoredMessage};
+pub use message::{CancelOutcome, Message, MessageId, PutReceipt, StoredMessage};
 pub use options::{Durability, Options, SegmentFill, SyncMode};
 pub use recovery::RecoveryReport;
 pub use store::{ConsumerLag, Stats, Store};

@@ -92,6 +92,30 @@ impl Message {
     }
 }
 
+/// The one definite answer of [`crate::Store::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CancelOutcome {
+    /// The message was pending and will never be delivered (also the answer to a repeated
+    /// cancel of the same message).
+    Cancelled,
+    /// The message was already delivered to its target queue (or was never delayed: it was
+    /// visible from its put).
+    AlreadyDelivered,
+    /// No message with this id is stored (never put, removed by retention, or not a message).
+    NotFound,
+}
+
+impl CancelOutcome {
+    /// `cancelled`, `already_delivered` or `not_found`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelOutcome::Cancelled => "cancelled",
+            CancelOutcome::AlreadyDelivered => "already_delivered",
+            CancelOutcome::NotFound => "not_found",
+        }
+    }
+}
+
 /// What a successful put returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutReceipt {

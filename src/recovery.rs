@@ -25,6 +25,7 @@ use crate::commit_log::record::{
 use crate::commit_log::segment::Segment;
 use crate::commit_log::{CommitLog, COMMIT_LOG_DIR};
 use crate::consume_queue::{ConsumeQueue, ConsumeQueues, QueueKey};
+use crate::decisions::Decisions;
 use crate::dispatch::{dispatch_range, dispatch_target, DeliveryCursors, DispatchProgress};
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{create_dir_synced, FileSystem, OpenMode};
@@ -115,6 +116,8 @@ pub struct Recovered {
     pub log: CommitLog,
     /// Every consume queue, agreeing with the log.
     pub queues: ConsumeQueues,
+    /// The decision columns, holding every decision recorded in the log.
+    pub decisions: Decisions,
     /// Dispatch progress (at the log end).
     pub progress: DispatchProgress,
     /// What happened.
@@ -264,6 +267,7 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
     )?;
 
     // Consume queues: truncate to the checkpointed counts, rebuild the damaged ones.
+    let decisions = Decisions::new(config.fs.clone(), &config.dir);
     let queues = ConsumeQueues::new(
         fs.clone(),
         &config.dir,
@@ -319,6 +323,7 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         entries_replayed += dispatch_range(
             &log,
             &queues,
+            &decisions,
             &cursors,
             rebuild_from,
             scan_from,
@@ -326,9 +331,10 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         )?
         .entries;
     }
-    let replay = dispatch_range(&log, &queues, &cursors, scan_from, end, None)?;
+    let replay = dispatch_range(&log, &queues, &decisions, &cursors, scan_from, end, None)?;
     entries_replayed += replay.entries;
     queues.sync_all()?;
+    decisions.sync_all()?;
 
     let last_record = replay
         .last_record_offset
@@ -339,6 +345,7 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
     Ok(Recovered {
         log,
         queues,
+        decisions,
         progress,
         report: RecoveryReport {
             checkpoint: checkpoint_use,

@@ -36,7 +36,8 @@ pub enum RecordKind {
     /// A timer hop: moves a pending message (named by an [`OriginRef`]) from one timer slot
     /// queue to a lower tier's (see [`crate::timer`]). No topic, key, properties or payload.
     Hop,
-    /// A cancellation: its body is the id (log offset) of the delayed message cancelled.
+    /// A cancellation: names the cancelled message with an [`OriginRef`] whose source is its
+    /// first queue (a cancel consumes no entry).
     Cancel,
     /// Consumes a delayed message's queue entry without delivering it (cancelled, or its
     /// record is corrupt): names it with an [`OriginRef`].
@@ -81,8 +82,9 @@ impl RecordKind {
     fn body_bytes(self) -> Option<usize> {
         match self {
             RecordKind::Message | RecordKind::Filler => None,
-            RecordKind::Delivery | RecordKind::Hop | RecordKind::Discard => Some(ORIGIN_REF_BYTES),
-            RecordKind::Cancel => Some(CANCEL_BODY_BYTES),
+            RecordKind::Delivery | RecordKind::Hop | RecordKind::Discard | RecordKind::Cancel => {
+                Some(ORIGIN_REF_BYTES)
+            }
         }
     }
 }
@@ -381,10 +383,8 @@ pub fn checked_bytes(header: &RecordHeader) -> u64 {
 
 /// Bytes of an encoded [`OriginRef`].
 pub const ORIGIN_REF_BYTES: usize = 32;
-/// Bytes of a cancel record's body: the cancelled message's id.
-pub const CANCEL_BODY_BYTES: usize = 8;
 
-/// The body of a delivery, hop or discard record: which delayed message it moves (its origin
+/// The body of a delivery, hop, discard or cancel record: which delayed message it moves (its origin
 /// record), where that message's decision is kept (its first timed queue and offset there),
 /// and which timed-queue entry this record consumes (the delivery dispatcher's progress is
 /// derived from these).
@@ -441,16 +441,6 @@ impl OriginRef {
     }
 }
 
-/// The id (log offset) a cancel record's body names.
-pub fn decode_cancel(body: &[u8]) -> Result<u64, DecodeError> {
-    if body.len() != CANCEL_BODY_BYTES {
-        return Err(DecodeError::BadLength {
-            length: body.len() as u64,
-        });
-    }
-    Ok(get_u64(body, 0))
-}
-
 /// Decodes and fully validates a record (other than a filler) that starts at `buf[0]` and was read from
 /// `log_offset`. `buf` must hold at least [`checked_bytes`] of the header.
 pub fn decode_record(buf: &[u8], log_offset: u64) -> Result<RecordView<'_>, DecodeError> {
@@ -471,11 +461,8 @@ pub fn decode_record(buf: &[u8], log_offset: u64) -> Result<RecordView<'_>, Deco
     }
     let key = std::str::from_utf8(key).map_err(|_| DecodeError::BadField { field: "key" })?;
     match header.kind {
-        RecordKind::Delivery | RecordKind::Hop | RecordKind::Discard => {
+        RecordKind::Delivery | RecordKind::Hop | RecordKind::Discard | RecordKind::Cancel => {
             OriginRef::decode(body)?;
-        }
-        RecordKind::Cancel => {
-            decode_cancel(body)?;
         }
         RecordKind::Message | RecordKind::Filler => {}
     }

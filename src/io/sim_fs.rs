@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{out_of_bounds, FileSystem, LockGuard, MappedFile, OpenMode};
+use super::{out_of_bounds, FileSystem, LockGuard, MappedFile, OpenMode, SlotFile};
 use crate::seeded::SeededRng;
 
 const PAGE_BYTES: usize = 4096;
@@ -400,6 +400,50 @@ impl MappedFile for SimMapped {
     }
 }
 
+#[derive(Debug)]
+struct SimSlots {
+    inode: Arc<Mutex<Inode>>,
+    faults: Arc<Faults>,
+    len_bytes: u64,
+}
+
+impl SlotFile for SimSlots {
+    fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let inode = self.inode.lock();
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|start| inode.data.get(start..start.checked_add(buf.len())?))
+            .ok_or_else(|| out_of_bounds("read", offset, buf.len() as u64, self.len_bytes))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let end = offset.checked_add(bytes.len() as u64);
+        if end.is_none_or(|end| end > self.len_bytes) {
+            return Err(out_of_bounds(
+                "write",
+                offset,
+                bytes.len() as u64,
+                self.len_bytes,
+            ));
+        }
+        let start = usize::try_from(offset).map_err(|_| out_of_bounds("write", offset, 0, 0))?;
+        self.inode.lock().write(start, bytes);
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.faults.sync()?;
+        self.inode.lock().sync_all();
+        Ok(())
+    }
+}
+
 impl FileSystem for SimFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
@@ -482,6 +526,43 @@ impl FileSystem for SimFs {
             len_bytes,
             readable_bytes: AtomicU64::new(readable),
             writer: Mutex::new(()),
+        }))
+    }
+
+    fn open_slots(&self, path: &Path, len_bytes: u64) -> io::Result<Box<dyn SlotFile>> {
+        let mut state = self.state.lock();
+        if !state.dirs.contains(&parent(path)) {
+            return Err(not_found(&parent(path)));
+        }
+        let inode = match state.files.get(path) {
+            Some(inode) => inode.clone(),
+            None => {
+                let len = usize::try_from(len_bytes)
+                    .map_err(|_| out_of_bounds("create", 0, len_bytes, 0))?;
+                // Sparse: the length is a size change like any other until synced.
+                let inode = Arc::new(Mutex::new(Inode::new(
+                    vec![0; len],
+                    Vec::new(),
+                    SECTOR_BYTES,
+                )));
+                state.files.insert(path.to_path_buf(), inode.clone());
+                inode
+            }
+        };
+        let len_bytes = {
+            let mut inode = inode.lock();
+            inode.unit_bytes = SECTOR_BYTES;
+            let len =
+                usize::try_from(len_bytes).map_err(|_| out_of_bounds("create", 0, len_bytes, 0))?;
+            if inode.data.len() < len {
+                inode.data.resize(len, 0);
+            }
+            inode.data.len() as u64
+        };
+        Ok(Box::new(SimSlots {
+            inode,
+            faults: self.faults.clone(),
+            len_bytes,
         }))
     }
 

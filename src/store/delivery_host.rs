@@ -10,8 +10,10 @@ use crate::commit_log::record::{
     decode_header, decode_record, encode_message, MessageFields, OriginRef, Placement, RecordKind,
     HEADER_BYTES,
 };
+use crate::commit_log::Appended;
 use crate::consume_queue::entry::Entry;
 use crate::consume_queue::TimedQueue;
+use crate::decisions::Decision;
 use crate::delivery::DeliveryHost;
 use crate::error::{DecodeError, Error, Result};
 use crate::options::SyncMode;
@@ -26,7 +28,7 @@ impl Inner {
         due_ms: u64,
         now_ms: u64,
         place: impl FnOnce(&mut super::Placements, u64) -> (u32, u64),
-    ) -> Result<u64> {
+    ) -> Result<Appended> {
         let mut record = encode_message(&MessageFields {
             kind,
             topic: "",
@@ -39,7 +41,7 @@ impl Inner {
         .map_err(|kind| Error::InvalidMessage {
             reason: kind.to_string(),
         })?;
-        let appended = self.log.append(&mut record, now_ms, |log_offset| {
+        self.log.append(&mut record, now_ms, |log_offset| {
             let mut placements = self.placements.lock();
             let store_ms = self.stamp_store_time();
             let (queue_id, queue_offset) = place(&mut placements, store_ms);
@@ -50,8 +52,7 @@ impl Inner {
                 due_ms,
                 queue_offset,
             })
-        })?;
-        Ok(appended.end_offset)
+        })
     }
 
     /// Moves a message due at `due_ms` to the timer slot that fits the time left when the hop
@@ -68,6 +69,7 @@ impl Inner {
                 (u32::from(slot), offset)
             },
         )
+        .map(|appended| appended.end_offset)
     }
 
     /// Consumes an entry without delivering anything.
@@ -75,6 +77,7 @@ impl Inner {
         self.append_control(RecordKind::Discard, &origin.encode(), 0, now_ms, |_, _| {
             (0, 0)
         })
+        .map(|appended| appended.end_offset)
     }
 
     /// Discards an entry whose record is corrupt: counted and reported, never silent.
@@ -84,7 +87,57 @@ impl Inner {
         self.discard(origin, now_ms)
     }
 
-    /// Re-posts the origin's message to its target queue as a delivery record.
+    /// The decision recorded for a delayed message, if the record it points at still says so
+    /// (a slot may outlive a record that a crash took away: see [`crate::decisions`]).
+    pub(super) fn decision(&self, origin: &OriginRef) -> Result<Option<Decision>> {
+        let Some(decision) = self.decisions.get(origin.first, origin.first_offset)? else {
+            return Ok(None);
+        };
+        let at = decision.record_offset();
+        let in_log = at >= self.log.start_offset()
+            && at.saturating_add(HEADER_BYTES as u64) <= self.log.written_end();
+        if !in_log {
+            return Ok(None);
+        }
+        let bytes = match self.log.read_record(at) {
+            Ok(bytes) => bytes,
+            Err(Error::Corruption { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let Ok(record) = decode_record(&bytes, at) else {
+            return Ok(None);
+        };
+        let kind_matches = matches!(
+            (decision, record.header.kind),
+            (Decision::Delivered(_), RecordKind::Delivery)
+                | (Decision::Cancelled(_), RecordKind::Cancel)
+        );
+        let names_origin =
+            OriginRef::decode(record.body).is_ok_and(|o| o.log_offset == origin.log_offset);
+        Ok((kind_matches && names_origin).then_some(decision))
+    }
+
+    /// Appends a cancel record for a pending message and records the decision. The caller
+    /// holds the decide lock and has checked there is no decision yet. Returns the log end.
+    pub(super) fn cancel_pending(&self, origin: &OriginRef) -> Result<u64> {
+        let appended = self.append_control(
+            RecordKind::Cancel,
+            &origin.encode(),
+            0,
+            self.clock.now_ms(),
+            |_, _| (0, 0),
+        )?;
+        self.decisions.set(
+            origin.first,
+            origin.first_offset,
+            Decision::Cancelled(appended.placement.log_offset),
+        )?;
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+        Ok(appended.end_offset)
+    }
+
+    /// Re-posts the origin's message to its target queue as a delivery record, and records
+    /// the decision. The caller holds the decide lock.
     fn deliver(&self, origin: &OriginRef, now_ms: u64) -> Result<u64> {
         let bytes = match self.read_checked(origin.log_offset) {
             Ok(bytes) => bytes,
@@ -136,7 +189,24 @@ impl Inner {
                 queue_offset,
             })
         })?;
+        self.decisions.set(
+            origin.first,
+            origin.first_offset,
+            Decision::Delivered(appended.placement.log_offset),
+        )?;
         Ok(appended.end_offset)
+    }
+}
+
+impl Inner {
+    /// Delivers a message whose time has come, unless it was cancelled (or, after a crash
+    /// that lost its cursor progress but not the delivery, already delivered): then its entry
+    /// is discarded, so it is never delivered twice nor after a cancel.
+    fn deliver_undecided(&self, origin: &OriginRef, now_ms: u64) -> Result<u64> {
+        match self.decision(origin)? {
+            Some(_) => self.discard(origin, now_ms),
+            None => self.deliver(origin, now_ms),
+        }
     }
 }
 
@@ -203,9 +273,10 @@ impl DeliveryHost for Inner {
             first: queue,
             first_offset: index,
         };
+        let _decide = self.decide.lock();
         if let TimedQueue::Level(_) = queue {
             // The loop released it at its due time (or its jump-corrected deadline).
-            return self.deliver(&origin, now_ms);
+            return self.deliver_undecided(&origin, now_ms);
         }
         let read = self.read_checked(entry.log_offset).and_then(|bytes| {
             decode_record(&bytes, entry.log_offset)
@@ -233,10 +304,10 @@ impl DeliveryHost for Inner {
         if let Some(err) = corrupt {
             return self.discard_corrupt(&origin, &err, now_ms);
         }
-        if due_ms > now_ms {
+        if due_ms > now_ms && self.decision(&origin)?.is_none() {
             self.hop(&origin, due_ms, now_ms)
         } else {
-            self.deliver(&origin, now_ms)
+            self.deliver_undecided(&origin, now_ms)
         }
     }
 

@@ -23,11 +23,12 @@ use crate::commit_log::record::{
 use crate::commit_log::CommitLog;
 use crate::consume_queue::{ConsumeQueues, QueueKey, QueueRef, TimedQueue};
 use crate::consumer_offsets::ConsumerOffsets;
+use crate::decisions::{Decision, Decisions};
 use crate::delivery::run_delivery;
 use crate::dispatch::{dispatch_target, DispatchProgress};
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{FileSystem, LockGuard};
-use crate::message::{Message, MessageId, PutReceipt, StoredMessage};
+use crate::message::{CancelOutcome, Message, MessageId, PutReceipt, StoredMessage};
 use crate::meta::StoreMeta;
 use crate::options::{Durability, Options, SyncMode};
 use crate::recovery::{recover, RecoveryConfig, RecoveryReport};
@@ -85,6 +86,14 @@ impl Placements {
     }
 }
 
+/// What an id names, for [`Store::cancel`].
+#[derive(Debug, Clone, Copy)]
+enum Lookup {
+    NotFound,
+    NotDelayed,
+    Delayed(OriginRef),
+}
+
 /// When a message put now falls due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DueRule {
@@ -140,6 +149,8 @@ pub struct Stats {
     /// Delayed messages found corrupt at delivery time and skipped since open (each is also
     /// reported on stderr with its file and offset); never silent.
     pub undeliverable: u64,
+    /// Delayed messages cancelled since open.
+    pub cancelled: u64,
     /// Whether a failed sync poisoned the store.
     pub poisoned: bool,
 }
@@ -168,12 +179,18 @@ struct Inner {
     meta: RwLock<StoreMeta>,
     log: CommitLog,
     queues: ConsumeQueues,
+    decisions: Decisions,
+    /// Held while a delayed message's fate is decided (a delivery or a hop checks, a cancel
+    /// checks and records), so a cancel racing a delivery gets exactly one outcome.
+    decide: Mutex<()>,
     progress: DispatchProgress,
     offsets: ConsumerOffsets,
     placements: Mutex<Placements>,
     round_robin: AtomicU32,
     /// Delayed messages skipped because their record is corrupt (since open).
     undeliverable: AtomicU64,
+    /// Delayed messages cancelled (since open).
+    cancelled: AtomicU64,
     /// Newest store time handed out (or found in the log at open): see
     /// [`DeliveryHost::newest_store_ms`].
     newest_store_ms: AtomicU64,
@@ -288,11 +305,14 @@ impl Store {
             meta: RwLock::new(meta),
             log: recovered.log,
             queues: recovered.queues,
+            decisions: recovered.decisions,
+            decide: Mutex::new(()),
             progress: recovered.progress,
             offsets,
             placements: Mutex::new(placements),
             round_robin: AtomicU32::new(0),
             undeliverable: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
             newest_store_ms: AtomicU64::new(0),
             timed_queues: (1..=level_count)
                 .map(TimedQueue::Level)
@@ -446,6 +466,51 @@ impl Store {
             store_ms: appended.placement.store_ms,
             due_ms: (!matches!(due, DueRule::Now)).then_some(appended.placement.due_ms),
         })
+    }
+
+    /// Cancels a delayed message with the store's default durability.
+    pub fn cancel(&self, id: MessageId) -> Result<CancelOutcome> {
+        self.cancel_with(id, Durability::Default)
+    }
+
+    /// Cancels a delayed message: one definite outcome, decided against delivery under one
+    /// lock, so a cancel racing the message's delivery is either `Cancelled` (it is never
+    /// delivered) or `AlreadyDelivered` (consumers get it), never both or neither. A
+    /// `Cancelled` acknowledged with [`Durability::Sync`] (or the default in
+    /// [`SyncMode::Sync`]) holds through any crash. Costs one record read, one slot read and
+    /// one small record append, whatever the number of pending messages.
+    pub fn cancel_with(&self, id: MessageId, durability: Durability) -> Result<CancelOutcome> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let inner = &self.inner;
+        let origin = match inner.delayed_origin(id.0)? {
+            Lookup::NotFound => return Ok(CancelOutcome::NotFound),
+            Lookup::NotDelayed => return Ok(CancelOutcome::AlreadyDelivered),
+            Lookup::Delayed(origin) => origin,
+        };
+        let outcome = {
+            let _decide = inner.decide.lock();
+            match inner.decision(&origin)? {
+                Some(Decision::Delivered(_)) => CancelOutcome::AlreadyDelivered,
+                Some(Decision::Cancelled(_)) => CancelOutcome::Cancelled,
+                None => {
+                    inner.cancel_pending(&origin)?;
+                    CancelOutcome::Cancelled
+                }
+            }
+        };
+        let sync = match durability {
+            Durability::Sync => true,
+            Durability::Buffered => false,
+            Durability::Default => inner.options.sync_mode == SyncMode::Sync,
+        };
+        if sync {
+            // The deciding record (this cancel, or an earlier delivery or cancel) is below
+            // the written end: once that is durable, the answer survives any crash.
+            inner.log.wait_durable(inner.log.written_end())?;
+        }
+        Ok(outcome)
     }
 
     /// Reads up to `max` messages of (topic, queue) from logical offset `from`. Returns fewer
@@ -640,6 +705,42 @@ impl Inner {
         }
     }
 
+    /// Finds the delayed message stored under `id`, and where its decision lives.
+    fn delayed_origin(&self, id: u64) -> Result<Lookup> {
+        let in_log = id >= self.log.start_offset()
+            && id.saturating_add(HEADER_BYTES as u64) <= self.log.written_end();
+        if !in_log {
+            return Ok(Lookup::NotFound);
+        }
+        // A header that does not decode at `id` (it stores its own offset) is not a record.
+        let bytes = match self.log.read_record(id) {
+            Ok(bytes) => bytes,
+            Err(Error::Corruption { .. }) => return Ok(Lookup::NotFound),
+            Err(err) => return Err(err),
+        };
+        let record = decode_record(&bytes, id).map_err(|kind| self.log.corruption(id, kind))?;
+        let header = record.header;
+        if header.kind != RecordKind::Message {
+            return Ok(Lookup::NotFound);
+        }
+        let first = if header.delay_level > 0 {
+            TimedQueue::Level(header.delay_level)
+        } else {
+            match slot_for(header.due_ms, header.store_ms) {
+                Some(slot) => TimedQueue::TimerSlot(slot),
+                None => return Ok(Lookup::NotDelayed),
+            }
+        };
+        Ok(Lookup::Delayed(OriginRef {
+            log_offset: id,
+            record_bytes: header.total_bytes,
+            source: first,
+            source_offset: header.queue_offset,
+            first,
+            first_offset: header.queue_offset,
+        }))
+    }
+
     /// Checks a message's delay fields and says when it falls due.
     fn due_rule(&self, message: &Message) -> Result<DueRule> {
         let set = usize::from(message.delay_level > 0)
@@ -800,7 +901,10 @@ impl Inner {
             let generation = self.log.signal().generation();
             let limit = self.visible_end();
             if self.progress.dispatched_end() < limit {
-                match self.progress.dispatch_to(&self.log, &self.queues, limit) {
+                match self
+                    .progress
+                    .dispatch_to(&self.log, &self.queues, &self.decisions, limit)
+                {
                     Ok(()) => failing = false,
                     Err(err) => {
                         // Never skip a record: report once, then retry after a pause.
@@ -853,8 +957,12 @@ impl Inner {
         Ok(())
     }
 
+    /// Syncs everything dispatch derives from the log: consume queues and decisions.
     fn sync_queues(&self) -> Result<()> {
-        let result = self.queues.sync_all();
+        let result = self
+            .queues
+            .sync_all()
+            .and_then(|()| self.decisions.sync_all());
         if result.is_err() {
             // A failed sync may have dropped dirty pages: nothing may be acknowledged after it.
             self.log.poison();
@@ -866,7 +974,7 @@ impl Inner {
         self.offsets
             .persist_after(|| self.log.sync_to(self.log.written_end()))?;
         self.progress
-            .dispatch_to(&self.log, &self.queues, self.visible_end())?;
+            .dispatch_to(&self.log, &self.queues, &self.decisions, self.visible_end())?;
         self.sync_queues()?;
         self.write_checkpoint(false)
     }
@@ -972,6 +1080,7 @@ impl Inner {
             pending_per_tier,
             next_due_ms,
             undeliverable: self.undeliverable.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
             poisoned: self.log.is_poisoned(),
         }
     }
