@@ -144,6 +144,8 @@ struct Faults {
     syncs: AtomicU64,
     /// Syncs from this count on fail (u64::MAX: never).
     fail_syncs_from: AtomicU64,
+    /// Creating or growing files beyond this many bytes in all fails with `StorageFull`.
+    capacity_bytes: AtomicU64,
 }
 
 impl Faults {
@@ -176,9 +178,30 @@ impl Default for SimFs {
             faults: Arc::new(Faults {
                 syncs: AtomicU64::new(0),
                 fail_syncs_from: AtomicU64::new(u64::MAX),
+                capacity_bytes: AtomicU64::new(u64::MAX),
             }),
         }
     }
+}
+
+fn used_bytes(state: &State) -> u64 {
+    state
+        .files
+        .values()
+        .map(|inode| inode.lock().data.len() as u64)
+        .sum()
+}
+
+/// Fails with `StorageFull` if `more` bytes would exceed the capacity.
+fn check_space(state: &State, faults: &Faults, more: u64) -> io::Result<()> {
+    let capacity = faults.capacity_bytes.load(Ordering::SeqCst);
+    if capacity != u64::MAX && used_bytes(state).saturating_add(more) > capacity {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "simulated full disk (ENOSPC)",
+        ));
+    }
+    Ok(())
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -205,6 +228,20 @@ impl SimFs {
     pub fn fail_syncs_after(&self, n: Option<u64>) {
         let from = n.map_or(u64::MAX, |n| self.sync_count().saturating_add(n));
         self.faults.fail_syncs_from.store(from, Ordering::SeqCst);
+    }
+
+    /// Makes the disk hold at most `capacity_bytes` of file data (`None`: unlimited). Creating
+    /// or growing a file beyond it fails with `ErrorKind::StorageFull` (`ENOSPC`); writes into
+    /// space a file already has still succeed, as with preallocated files on a real disk.
+    pub fn set_capacity_bytes(&self, capacity_bytes: Option<u64>) {
+        self.faults
+            .capacity_bytes
+            .store(capacity_bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// Bytes of file data in the current namespace.
+    pub fn used_bytes(&self) -> u64 {
+        used_bytes(&self.state.lock())
     }
 
     /// The file system a process crash leaves: every write is kept (the page cache survives),
@@ -496,6 +533,7 @@ impl FileSystem for SimFs {
                 if state.files.contains_key(path) {
                     return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
                 }
+                check_space(&state, &self.faults, len_bytes)?;
                 self.faults.sync()?;
                 let len = usize::try_from(len_bytes)
                     .map_err(|_| out_of_bounds("create", 0, len_bytes, 0))?;
@@ -539,6 +577,7 @@ impl FileSystem for SimFs {
             None => {
                 let len = usize::try_from(len_bytes)
                     .map_err(|_| out_of_bounds("create", 0, len_bytes, 0))?;
+                check_space(&state, &self.faults, len_bytes)?;
                 // Sparse: the length is a size change like any other until synced.
                 let inode = Arc::new(Mutex::new(Inode::new(
                     vec![0; len],
@@ -585,6 +624,12 @@ impl FileSystem for SimFs {
                 Arc::new(Mutex::new(Inode::new(Vec::new(), Vec::new(), SECTOR_BYTES)))
             })
             .clone();
+        let old_len = inode.lock().data.len() as u64;
+        check_space(
+            &state,
+            &self.faults,
+            (bytes.len() as u64).saturating_sub(old_len),
+        )?;
         drop(state);
         let mut inode = inode.lock();
         inode.data.clear();
