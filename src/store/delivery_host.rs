@@ -139,6 +139,10 @@ impl Inner {
     /// Re-posts the origin's message to its target queue as a delivery record, and records
     /// the decision. The caller holds the decide lock.
     fn deliver(&self, origin: &OriginRef, now_ms: u64) -> Result<u64> {
+        if origin.log_offset < self.log.start_offset() {
+            // Forced out of the log under disk pressure (counted when deleted).
+            return self.discard(origin, now_ms);
+        }
         let bytes = match self.read_checked(origin.log_offset) {
             Ok(bytes) => bytes,
             Err(err @ Error::Corruption { .. }) => {
@@ -274,6 +278,9 @@ impl DeliveryHost for Inner {
             first_offset: index,
         };
         let _decide = self.decide.lock();
+        if entry.log_offset < self.log.start_offset() {
+            return self.discard(&origin, now_ms);
+        }
         if let TimedQueue::Level(_) = queue {
             // The loop released it at its due time (or its jump-corrected deadline).
             return self.deliver_undecided(&origin, now_ms);
