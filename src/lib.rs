@@ -87,4 +87,4 @@ pub use error::{DecodeError, Error, Result};
 pub use message::{CancelOutcome, Message, MessageId, PutReceipt, StoredMessage};
 pub use options::{Durability, Options, SegmentFill, SyncMode};
 pub use recovery::RecoveryReport;
-pub use store::{ConsumerLag, Stats, Store};
+pub use store::{ConsumerLag, DueOutlook, Stats, Store};
