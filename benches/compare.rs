@@ -61,11 +61,11 @@ mod peer_postgres;
 mod peer_redb;
 #[path = "compare/peer_redis.rs"]
 mod peer_redis;
-#[path = "compare/peer_sqlite.rs"]
-mod peer_sqlite;
 #[cfg(feature = "bench-rocksdb")]
 #[path = "compare/peer_rocksdb.rs"]
 mod peer_rocksdb;
+#[path = "compare/peer_sqlite.rs"]
+mod peer_sqlite;
 #[path = "compare/plots.rs"]
 mod plots;
 #[path = "compare/proc_mem.rs"]
@@ -113,7 +113,7 @@ fn main() {
         return;
     }
     match run(&args, &manifest, &report) {
-        Ok(failures) if failures == 0 => {}
+        Ok(0) => {}
         Ok(failures) => {
             eprintln!("{failures} measurement(s) failed (see FAILED lines and the JSON)");
             std::process::exit(1);
@@ -132,9 +132,16 @@ fn run(args: &Args, manifest: &Path, report: &Path) -> Result<usize, String> {
     } else {
         let wanted: Vec<&str> = args.suite.split(',').map(str::trim).collect();
         if let Some(bad) = wanted.iter().find(|w| !SUITES.contains(w)) {
-            return Err(format!("unknown suite {bad:?}; known: all, {}", SUITES.join(", ")));
+            return Err(format!(
+                "unknown suite {bad:?}; known: all, {}",
+                SUITES.join(", ")
+            ));
         }
-        SUITES.iter().copied().filter(|s| wanted.contains(s)).collect()
+        SUITES
+            .iter()
+            .copied()
+            .filter(|s| wanted.contains(s))
+            .collect()
     };
     let wanted_peers: Vec<PeerKind> = match &args.peers {
         None => PeerKind::ALL.to_vec(),
@@ -159,8 +166,13 @@ fn run(args: &Args, manifest: &Path, report: &Path) -> Result<usize, String> {
     let machine = machine_info(&dir);
     println!(
         "machine: {} cpus ({}), {} GiB; {}; stores in {} ({}, {})",
-        machine["nproc"], machine["cpu"], machine["mem_gib"], machine["kernel"],
-        dir.display(), machine["device"], machine["fs_type"]
+        machine["nproc"],
+        machine["cpu"],
+        machine["mem_gib"],
+        machine["kernel"],
+        dir.display(),
+        machine["device"],
+        machine["fs_type"]
     );
     if machine["fs_type"] == "tmpfs" {
         eprintln!("warning: the run directory is on tmpfs; the figures do not describe a disk");
@@ -182,7 +194,11 @@ fn run(args: &Args, manifest: &Path, report: &Path) -> Result<usize, String> {
     }
     println!(
         "peers: {}",
-        peers.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+        peers
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let ctx = RunCtx {
         config,

@@ -33,7 +33,7 @@ pub fn run(ctx: &RunCtx, rec: &mut Recorder) {
                 while done < count {
                     peer.put(done, FAR_DELAY_MS, &payload)?;
                     done += 1;
-                    if done % 64 == 0 && start.elapsed() > config.async_time {
+                    if done.is_multiple_of(64) && start.elapsed() > config.async_time {
                         break;
                     }
                 }

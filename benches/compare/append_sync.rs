@@ -32,7 +32,11 @@ pub fn run(ctx: &RunCtx, rec: &mut Recorder) {
     }
 }
 
-fn run_producers(peer: &dyn DelayQueue, producers: usize, duration: Duration) -> Result<Sample, String> {
+fn run_producers(
+    peer: &dyn DelayQueue,
+    producers: usize,
+    duration: Duration,
+) -> Result<Sample, String> {
     peer.prepare_threads(producers)?;
     let stop = AtomicBool::new(false);
     let barrier = Barrier::new(producers + 1);

@@ -34,7 +34,9 @@ pub fn measure(config: &Config, rec: &mut Recorder, when: &str) {
         let workload = format!("ceiling/mmap_crc/{}", size_label(body));
         run(rec, &dir, &workload, when, |d| mmap_crc(d, body, count));
         let workload = format!("ceiling/buffered_fsync/{}", size_label(body));
-        run(rec, &dir, &workload, when, |d| buffered_fsync(d, body, count));
+        run(rec, &dir, &workload, when, |d| {
+            buffered_fsync(d, body, count)
+        });
     }
     run(rec, &dir, "ceiling/pwrite_fdatasync", when, |d| {
         pwrite_fdatasync(d, config.ceiling_sync_time)
@@ -43,7 +45,13 @@ pub fn measure(config: &Config, rec: &mut Recorder, when: &str) {
 
 type Sample = Vec<(&'static str, &'static str, f64)>;
 
-fn run(rec: &mut Recorder, dir: &Path, workload: &str, when: &str, body: impl FnOnce(&Path) -> Result<Sample, String>) {
+fn run(
+    rec: &mut Recorder,
+    dir: &Path,
+    workload: &str,
+    when: &str,
+    body: impl FnOnce(&Path) -> Result<Sample, String>,
+) {
     crate::util::settle_disk();
     let result = crate::util::fresh_dir(dir).and_then(|()| body(dir));
     crate::util::remove_dir(dir);
@@ -69,7 +77,8 @@ fn mmap_crc(dir: &Path, body: usize, count: u64) -> Result<Sample, String> {
     let total = count as usize * len;
     let file_len = total.div_ceil(4096) * 4096;
     let path = dir.join("mmap");
-    let file = create_zeroed(&path, file_len as u64).map_err(|e| format!("creating {path:?}: {e}"))?;
+    let file =
+        create_zeroed(&path, file_len as u64).map_err(|e| format!("creating {path:?}: {e}"))?;
     // SAFETY: the file was just created in this run's private directory; nothing else maps or
     // truncates it while the map lives (it is dropped before the directory is removed).
     let mut map = unsafe { MmapOptions::new().len(file_len).populate().map_mut(&file) }
@@ -130,7 +139,11 @@ fn pwrite_fdatasync(dir: &Path, duration: Duration) -> Result<Sample, String> {
             .and_then(|()| file.sync_data())
             .map_err(|e| format!("pwrite + fdatasync at {at}: {e}"))?;
         latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
-        at = if at + 2 * len > FILE_BYTES { 0 } else { at + len };
+        at = if at + 2 * len > FILE_BYTES {
+            0
+        } else {
+            at + len
+        };
     }
     let secs = start.elapsed().as_secs_f64();
     latencies_us.sort_by(f64::total_cmp);

@@ -55,7 +55,9 @@ fn run_spec(spec: &str) -> Result<(), String> {
         class: Class::Async,
         clock: Arc::new(SystemClock),
         delay_ms,
-        segment_bytes: spec["segment_bytes"].as_u64().ok_or("spec without segment_bytes")?,
+        segment_bytes: spec["segment_bytes"]
+            .as_u64()
+            .ok_or("spec without segment_bytes")?,
         servers: &servers,
         fresh: true,
     };

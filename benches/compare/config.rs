@@ -54,7 +54,6 @@ pub const SUITES: [&str; 7] = [
 #[derive(Debug, Clone)]
 pub struct Config {
     pub dir: PathBuf,
-    pub quick: bool,
     pub reps: usize,
     /// Async append: bodies, and per peer at most this many messages or this much time.
     pub async_bodies: Vec<usize>,
@@ -91,7 +90,6 @@ impl Config {
         if quick {
             Config {
                 dir,
-                quick,
                 reps: reps.unwrap_or(1),
                 async_bodies: vec![128, 1024, 16 * 1024],
                 async_bytes: 24 << 20,
@@ -116,7 +114,6 @@ impl Config {
         } else {
             Config {
                 dir,
-                quick,
                 reps: reps.unwrap_or(3),
                 async_bodies: vec![128, 1024, 16 * 1024],
                 async_bytes: 256 << 20,
@@ -144,7 +141,7 @@ impl Config {
 
 /// "128B", "1KiB", "16KiB".
 pub fn size_label(bytes: usize) -> String {
-    if bytes >= 1024 && bytes % 1024 == 0 {
+    if bytes >= 1024 && bytes.is_multiple_of(1024) {
         format!("{}KiB", bytes / 1024)
     } else {
         format!("{bytes}B")

@@ -49,13 +49,20 @@ fn in_child(ctx: &RunCtx, kind: PeerKind, count: u64) -> Result<Sample, String> 
     spec["count"] = count.into();
     let mut child = crate::child::spawn(&spec)?;
     let line = crate::child::read_line(&mut child);
-    let status = child.wait().map_err(|e| format!("waiting for the child: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for the child: {e}"))?;
     let line = line?;
     if !status.success() {
         return Err(format!("the child exited with {status}"));
     }
     let get = |k: &str| line[k].as_u64().ok_or(format!("child line without {k}"));
-    figures(get("rss_anon_before_kib")?, get("rss_anon_after_kib")?, count, get("pending")?)
+    figures(
+        get("rss_anon_before_kib")?,
+        get("rss_anon_after_kib")?,
+        count,
+        get("pending")?,
+    )
 }
 
 fn in_server(ctx: &RunCtx, kind: PeerKind, count: u64) -> Result<Sample, String> {

@@ -46,7 +46,11 @@ fn closer_sample(closer: &Closer, orders: u64, writes: f64) -> Sample {
         fig("p50_ms", "ms", crate::summary::percentile(&sorted, 0.5)),
         fig("p99_ms", "ms", crate::summary::percentile(&sorted, 0.99)),
         fig("max_ms", "ms", crate::summary::percentile(&sorted, 1.0)),
-        fig("rows_read_per_order", "rows", closer.rows_read as f64 / orders as f64),
+        fig(
+            "rows_read_per_order",
+            "rows",
+            closer.rows_read as f64 / orders as f64,
+        ),
         fig("writes_per_order", "count", writes),
         fig("missed", "count", (orders - closer.closed) as f64),
     ]
@@ -63,16 +67,23 @@ fn run_orders(ctx: &RunCtx, dir: &std::path::Path) -> Result<Outcome, String> {
     settle_after_open(dir, SEGMENT_BYTES)?;
     let n = config.orders as usize;
     let by_store = Table::new(n);
-    let tables: Vec<Table> = config.scan_periods_ms.iter().map(|_| Table::new(n)).collect();
+    let tables: Vec<Table> = config
+        .scan_periods_ms
+        .iter()
+        .map(|_| Table::new(n))
+        .collect();
     let max_period = config.scan_periods_ms.iter().copied().max().unwrap_or(0);
-    let timeout = Duration::from_millis(config.order_window_ms + delay_ms + max_period) + Duration::from_secs(30);
+    let timeout = Duration::from_millis(config.order_window_ms + delay_ms + max_period)
+        + Duration::from_secs(30);
     let start = Instant::now() + Duration::from_millis(100);
     let (closer, scans, puts) = std::thread::scope(|s| -> Result<_, String> {
         let scanners: Vec<_> = config
             .scan_periods_ms
             .iter()
             .zip(&tables)
-            .map(|(&period, table)| s.spawn(move || scan_table(table, period, delay_ms, start, timeout)))
+            .map(|(&period, table)| {
+                s.spawn(move || scan_table(table, period, delay_ms, start, timeout))
+            })
             .collect();
         let producer = s.spawn(|| -> Result<u64, String> {
             let window_us = config.order_window_ms * 1000;
@@ -81,7 +92,9 @@ fn run_orders(ctx: &RunCtx, dir: &std::path::Path) -> Result<Outcome, String> {
                 let created_ms = SystemClock.now_ms();
                 for table in tables.iter().chain(std::iter::once(&by_store)) {
                     table.created_ms[order].store(created_ms, std::sync::atomic::Ordering::Relaxed);
-                    table.inserted.store(order + 1, std::sync::atomic::Ordering::Release);
+                    table
+                        .inserted
+                        .store(order + 1, std::sync::atomic::Ordering::Release);
                 }
                 let body = (order as u64).to_le_bytes().to_vec();
                 store
@@ -91,14 +104,18 @@ fn run_orders(ctx: &RunCtx, dir: &std::path::Path) -> Result<Outcome, String> {
             Ok(n as u64)
         });
         let closer = close_by_store(&store, TOPIC, &by_store, delay_ms, timeout);
-        let puts = producer.join().map_err(|_| "order producer panicked".to_owned())?;
+        let puts = producer
+            .join()
+            .map_err(|_| "order producer panicked".to_owned())?;
         let scans: Vec<Closer> = scanners
             .into_iter()
             .map(|h| h.join().map_err(|_| "scanner panicked".to_owned()))
             .collect::<Result<_, _>>()?;
         Ok((closer, scans, puts))
     })?;
-    store.close().map_err(|e| format!("closing delaystore: {e}"))?;
+    store
+        .close()
+        .map_err(|e| format!("closing delaystore: {e}"))?;
     let (closer, puts) = (closer?, puts?);
     let orders = config.orders;
     // A delayed message costs the producer one put; the store adds one re-post record.

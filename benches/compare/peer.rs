@@ -91,7 +91,13 @@ pub trait DelayQueue: Send + Sync {
     fn put(&self, seq: u64, delay_ms: u64, payload: &[u8]) -> Result<(), String>;
     /// Puts `count` delayed messages with sequences `first_seq..`, all due `delay_ms` from now:
     /// one transaction for the table stores; one put each for delaystore (its API).
-    fn put_batch(&self, first_seq: u64, count: u64, delay_ms: u64, payload: &[u8]) -> Result<(), String>;
+    fn put_batch(
+        &self,
+        first_seq: u64,
+        count: u64,
+        delay_ms: u64,
+        payload: &[u8],
+    ) -> Result<(), String>;
     /// Appends a non-delayed message to the bulk queue (the competing writer).
     fn append_bulk(&self, payload: &[u8]) -> Result<(), String>;
     /// Entries still waiting in the delay queue.
@@ -111,9 +117,9 @@ pub trait DelayQueue: Send + Sync {
 /// Opens a peer of `kind`: a fresh one, or (`ctx.fresh == false`) the one left in place.
 pub fn open(kind: PeerKind, ctx: &OpenCtx) -> Result<Box<dyn DelayQueue>, String> {
     Ok(match kind {
-        PeerKind::Delaystore if !ctx.fresh => Box::new(
-            crate::peer_delaystore::DelaystorePeer::reopen(ctx.dir, ctx.delay_ms, ctx.clock.clone())?,
-        ),
+        PeerKind::Delaystore if !ctx.fresh => {
+            Box::new(crate::peer_delaystore::DelaystorePeer::reopen(ctx)?)
+        }
         PeerKind::Delaystore => Box::new(crate::peer_delaystore::DelaystorePeer::open(ctx)?),
         PeerKind::Sqlite => Box::new(crate::peer_sqlite::SqlitePeer::open(ctx)?),
         PeerKind::Redb => Box::new(crate::peer_redb::RedbPeer::open(ctx)?),
@@ -158,7 +164,13 @@ pub fn due_key(due_ms: u64, seq: u64) -> [u8; 16] {
 
 /// (due, seq) from a [`due_key`] (zeros if too short).
 pub fn parse_due_key(key: &[u8]) -> (u64, u64) {
-    let due = key.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
-    let seq = key.get(8..16).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+    let due = key
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes);
+    let seq = key
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes);
     (due, seq)
 }

@@ -28,7 +28,12 @@ pub fn delayed_message(topic: &str, body: Vec<u8>, _delay_ms: u64) -> Message {
 
 /// Store options for a workload whose delayed messages all wait `delay_ms` (a one-level
 /// table while the store takes delay levels).
-pub fn store_options(class: Class, segment_bytes: u64, delay_ms: u64, clock: Arc<dyn Clock>) -> Options {
+pub fn store_options(
+    class: Class,
+    segment_bytes: u64,
+    delay_ms: u64,
+    clock: Arc<dyn Clock>,
+) -> Options {
     Options {
         sync_mode: match class {
             Class::Async => SyncMode::Async,
@@ -50,7 +55,8 @@ impl DelaystorePeer {
     pub fn open(ctx: &OpenCtx) -> Result<DelaystorePeer, String> {
         let segment_bytes = ctx.segment_bytes;
         let options = store_options(ctx.class, segment_bytes, ctx.delay_ms, ctx.clock.clone());
-        let store = Store::open(ctx.dir, options).map_err(|e| format!("opening delaystore: {e}"))?;
+        let store =
+            Store::open(ctx.dir, options).map_err(|e| format!("opening delaystore: {e}"))?;
         settle_after_open(ctx.dir, segment_bytes)?;
         Ok(DelaystorePeer {
             store,
@@ -60,13 +66,13 @@ impl DelaystorePeer {
 
     /// Opens an existing store after a crash (recovery runs inside `Store::open`) and waits
     /// until every logged record is indexed, i.e. until delivery can see every pending entry.
-    pub fn reopen(dir: &std::path::Path, delay_ms: u64, clock: Arc<dyn Clock>) -> Result<DelaystorePeer, String> {
+    pub fn reopen(ctx: &OpenCtx) -> Result<DelaystorePeer, String> {
+        let delay_ms = ctx.delay_ms;
         let options = Options {
-            delay_levels: Some(format_delay_levels(&[delay_ms])),
             create_if_missing: false,
-            clock,
-            ..Options::default()
+            ..store_options(ctx.class, ctx.segment_bytes, delay_ms, ctx.clock.clone())
         };
+        let dir = ctx.dir;
         let store = Store::open(dir, options).map_err(|e| format!("reopening delaystore: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
@@ -105,7 +111,13 @@ impl DelayQueue for DelaystorePeer {
         self.put_one(seq, delay_ms, payload)
     }
 
-    fn put_batch(&self, first_seq: u64, count: u64, delay_ms: u64, payload: &[u8]) -> Result<(), String> {
+    fn put_batch(
+        &self,
+        first_seq: u64,
+        count: u64,
+        delay_ms: u64,
+        payload: &[u8],
+    ) -> Result<(), String> {
         (first_seq..first_seq + count).try_for_each(|seq| self.put_one(seq, delay_ms, payload))
     }
 
@@ -117,7 +129,13 @@ impl DelayQueue for DelaystorePeer {
     }
 
     fn pending(&self) -> Result<u64, String> {
-        Ok(self.store.stats().pending_per_level.iter().map(|(_, n)| n).sum())
+        Ok(self
+            .store
+            .stats()
+            .pending_per_level
+            .iter()
+            .map(|(_, n)| n)
+            .sum())
     }
 
     /// A consumer pulling the target topic: an entry counts as visible when the consumer has
@@ -153,14 +171,17 @@ impl DelayQueue for DelaystorePeer {
                 }
             }
             if !got_any {
-                self.store.wait_for_entries(token, Duration::from_millis(100));
+                self.store
+                    .wait_for_entries(token, Duration::from_millis(100));
             }
         }
         Ok(received)
     }
 
     fn close(self: Box<Self>) -> Result<(), String> {
-        self.store.close().map_err(|e| format!("closing delaystore: {e}"))
+        self.store
+            .close()
+            .map_err(|e| format!("closing delaystore: {e}"))
     }
 }
 

@@ -31,13 +31,19 @@ fn lsm<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
 
 impl FjallPeer {
     pub fn open(ctx: &OpenCtx) -> Result<FjallPeer, String> {
-        let keyspace = Config::new(ctx.dir.join("fjall")).open().map_err(lsm("open"))?;
+        let keyspace = Config::new(ctx.dir.join("fjall"))
+            .open()
+            .map_err(lsm("open"))?;
         let partition = |name: &str| {
             keyspace
                 .open_partition(name, PartitionCreateOptions::default())
                 .map_err(lsm("partition"))
         };
-        let (delayed, target, bulk) = (partition("delayed")?, partition("target")?, partition("bulk")?);
+        let (delayed, target, bulk) = (
+            partition("delayed")?,
+            partition("target")?,
+            partition("bulk")?,
+        );
         Ok(FjallPeer {
             mode: match ctx.class {
                 Class::Async => PersistMode::Buffer,
@@ -59,7 +65,13 @@ impl DelayQueue for FjallPeer {
         self.put_batch(seq, 1, delay_ms, payload)
     }
 
-    fn put_batch(&self, first_seq: u64, count: u64, delay_ms: u64, payload: &[u8]) -> Result<(), String> {
+    fn put_batch(
+        &self,
+        first_seq: u64,
+        count: u64,
+        delay_ms: u64,
+        payload: &[u8],
+    ) -> Result<(), String> {
         let due = self.clock.now_ms() + delay_ms;
         let mut batch = self.keyspace.batch().durability(Some(self.mode));
         for seq in first_seq..first_seq + count {
@@ -90,7 +102,10 @@ impl DelayQueue for FjallPeer {
 
 impl Mover for FjallPeer {
     fn move_due(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, u64)>, String> {
-        let _one_mover = self.mover.lock().map_err(|_| "fjall mover lock poisoned".to_owned())?;
+        let _one_mover = self
+            .mover
+            .lock()
+            .map_err(|_| "fjall mover lock poisoned".to_owned())?;
         let end = due_key(now_ms, u64::MAX);
         let mut batch = self.keyspace.batch().durability(Some(self.mode));
         let mut moved = Vec::new();

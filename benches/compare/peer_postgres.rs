@@ -103,13 +103,20 @@ impl PostgresPeer {
 
     /// Runs `body` on a pooled connection (opening one if none is free).
     fn with<T>(&self, body: impl FnOnce(&mut Conn) -> Result<T, String>) -> Result<T, String> {
-        let pooled = self.pool.lock().map_err(|_| "postgres pool poisoned")?.pop();
+        let pooled = self
+            .pool
+            .lock()
+            .map_err(|_| "postgres pool poisoned")?
+            .pop();
         let mut conn = match pooled {
             Some(conn) => conn,
             None => self.connect()?,
         };
         let out = body(&mut conn);
-        self.pool.lock().map_err(|_| "postgres pool poisoned")?.push(conn);
+        self.pool
+            .lock()
+            .map_err(|_| "postgres pool poisoned")?
+            .push(conn);
         out
     }
 }
@@ -125,11 +132,20 @@ impl DelayQueue for PostgresPeer {
         })
     }
 
-    fn put_batch(&self, first_seq: u64, count: u64, delay_ms: u64, payload: &[u8]) -> Result<(), String> {
+    fn put_batch(
+        &self,
+        first_seq: u64,
+        count: u64,
+        delay_ms: u64,
+        payload: &[u8],
+    ) -> Result<(), String> {
         let due = (self.clock.now_ms() + delay_ms) as i64;
         self.with(|c| {
             c.client
-                .execute(&c.put_batch, &[&due, &(first_seq as i64), &payload, &(count as i64)])
+                .execute(
+                    &c.put_batch,
+                    &[&due, &(first_seq as i64), &payload, &(count as i64)],
+                )
                 .map(|_| ())
                 .map_err(pg("insert batch"))
         })
@@ -158,11 +174,18 @@ impl DelayQueue for PostgresPeer {
     }
 
     fn prepare_threads(&self, threads: usize) -> Result<(), String> {
-        let have = self.pool.lock().map_err(|_| "postgres pool poisoned")?.len();
+        let have = self
+            .pool
+            .lock()
+            .map_err(|_| "postgres pool poisoned")?
+            .len();
         let new = (have..threads)
             .map(|_| self.connect())
             .collect::<Result<Vec<_>, String>>()?;
-        self.pool.lock().map_err(|_| "postgres pool poisoned")?.extend(new);
+        self.pool
+            .lock()
+            .map_err(|_| "postgres pool poisoned")?
+            .extend(new);
         Ok(())
     }
 

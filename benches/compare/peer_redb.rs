@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delaystore::Clock;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 use crate::dispatcher::{deliver_polling, Mover};
 use crate::peer::{Class, DelayQueue, OpenCtx, Visit};
@@ -53,9 +55,13 @@ impl RedbPeer {
         Ok(peer)
     }
 
-    fn write<T>(&self, body: impl FnOnce(&redb::WriteTransaction) -> Result<T, String>) -> Result<T, String> {
+    fn write<T>(
+        &self,
+        body: impl FnOnce(&redb::WriteTransaction) -> Result<T, String>,
+    ) -> Result<T, String> {
         let mut txn = self.db.begin_write().map_err(db("begin"))?;
-        txn.set_durability(self.durability).map_err(db("durability"))?;
+        txn.set_durability(self.durability)
+            .map_err(db("durability"))?;
         let out = body(&txn)?;
         txn.commit().map_err(db("commit"))?;
         Ok(out)
@@ -67,7 +73,13 @@ impl DelayQueue for RedbPeer {
         self.put_batch(seq, 1, delay_ms, payload)
     }
 
-    fn put_batch(&self, first_seq: u64, count: u64, delay_ms: u64, payload: &[u8]) -> Result<(), String> {
+    fn put_batch(
+        &self,
+        first_seq: u64,
+        count: u64,
+        delay_ms: u64,
+        payload: &[u8],
+    ) -> Result<(), String> {
         let due = self.clock.now_ms() + delay_ms;
         self.write(|txn| {
             let mut table = txn.open_table(DELAYED).map_err(db("table"))?;
@@ -108,7 +120,11 @@ impl Mover for RedbPeer {
             let mut delayed = txn.open_table(DELAYED).map_err(db("table"))?;
             let mut target = txn.open_table(TARGET).map_err(db("table"))?;
             let mut due_rows = Vec::new();
-            for row in delayed.range(..=(now_ms, u64::MAX)).map_err(db("range"))?.take(limit) {
+            for row in delayed
+                .range(..=(now_ms, u64::MAX))
+                .map_err(db("range"))?
+                .take(limit)
+            {
                 let (key, value) = row.map_err(db("range"))?;
                 let (due, seq) = key.value();
                 due_rows.push((due, seq, value.value().to_vec()));
@@ -121,7 +137,9 @@ impl Mover for RedbPeer {
                 entry.extend_from_slice(&due.to_le_bytes());
                 entry.extend_from_slice(&body);
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                target.insert(id, entry.as_slice()).map_err(db("move insert"))?;
+                target
+                    .insert(id, entry.as_slice())
+                    .map_err(db("move insert"))?;
                 delayed.remove((due, seq)).map_err(db("move remove"))?;
                 moved.push((seq, due));
             }

@@ -56,7 +56,9 @@ impl RedisPeer {
             .query::<()>(&mut conn)
             .map_err(rd("config"))?;
         if ctx.fresh {
-            redis::cmd("FLUSHALL").query::<()>(&mut conn).map_err(rd("flushall"))?;
+            redis::cmd("FLUSHALL")
+                .query::<()>(&mut conn)
+                .map_err(rd("flushall"))?;
         }
         Ok(RedisPeer {
             client,
@@ -66,14 +68,20 @@ impl RedisPeer {
         })
     }
 
-    fn with<T>(&self, body: impl FnOnce(&mut Connection) -> Result<T, String>) -> Result<T, String> {
+    fn with<T>(
+        &self,
+        body: impl FnOnce(&mut Connection) -> Result<T, String>,
+    ) -> Result<T, String> {
         let pooled = self.pool.lock().map_err(|_| "redis pool poisoned")?.pop();
         let mut conn = match pooled {
             Some(conn) => conn,
             None => self.client.get_connection().map_err(rd("connect"))?,
         };
         let out = body(&mut conn);
-        self.pool.lock().map_err(|_| "redis pool poisoned")?.push(conn);
+        self.pool
+            .lock()
+            .map_err(|_| "redis pool poisoned")?
+            .push(conn);
         out
     }
 }
@@ -98,13 +106,23 @@ impl DelayQueue for RedisPeer {
         })
     }
 
-    fn put_batch(&self, first_seq: u64, count: u64, delay_ms: u64, payload: &[u8]) -> Result<(), String> {
+    fn put_batch(
+        &self,
+        first_seq: u64,
+        count: u64,
+        delay_ms: u64,
+        payload: &[u8],
+    ) -> Result<(), String> {
         let due = self.clock.now_ms() + delay_ms;
         self.with(|c| {
             let mut pipe = redis::pipe();
             pipe.atomic();
             for seq in first_seq..first_seq + count {
-                pipe.cmd("ZADD").arg(DELAYED).arg(due).arg(member(due, seq, payload)).ignore();
+                pipe.cmd("ZADD")
+                    .arg(DELAYED)
+                    .arg(due)
+                    .arg(member(due, seq, payload))
+                    .ignore();
             }
             pipe.query::<()>(c).map_err(rd("zadd batch"))
         })
@@ -121,7 +139,12 @@ impl DelayQueue for RedisPeer {
     }
 
     fn pending(&self) -> Result<u64, String> {
-        self.with(|c| redis::cmd("ZCARD").arg(DELAYED).query::<u64>(c).map_err(rd("zcard")))
+        self.with(|c| {
+            redis::cmd("ZCARD")
+                .arg(DELAYED)
+                .query::<u64>(c)
+                .map_err(rd("zcard"))
+        })
     }
 
     fn deliver(&self, expect: u64, timeout: Duration, visit: &mut Visit) -> Result<u64, String> {
@@ -133,7 +156,10 @@ impl DelayQueue for RedisPeer {
         let new = (have..threads)
             .map(|_| self.client.get_connection().map_err(rd("connect")))
             .collect::<Result<Vec<_>, String>>()?;
-        self.pool.lock().map_err(|_| "redis pool poisoned")?.extend(new);
+        self.pool
+            .lock()
+            .map_err(|_| "redis pool poisoned")?
+            .extend(new);
         Ok(())
     }
 

@@ -57,14 +57,22 @@ impl DelayQueue for SqlitePeer {
     fn put(&self, seq: u64, delay_ms: u64, payload: &[u8]) -> Result<(), String> {
         let due = self.clock.now_ms() + delay_ms;
         let conn = self.conn()?;
-        let mut insert = conn.prepare_cached(INSERT_DELAYED).map_err(sql("prepare"))?;
+        let mut insert = conn
+            .prepare_cached(INSERT_DELAYED)
+            .map_err(sql("prepare"))?;
         insert
             .execute(params![due as i64, seq as i64, payload])
             .map(|_| ())
             .map_err(sql("insert"))
     }
 
-    fn put_batch(&self, first_seq: u64, count: u64, delay_ms: u64, payload: &[u8]) -> Result<(), String> {
+    fn put_batch(
+        &self,
+        first_seq: u64,
+        count: u64,
+        delay_ms: u64,
+        payload: &[u8],
+    ) -> Result<(), String> {
         let due = self.clock.now_ms() + delay_ms;
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(sql("begin"))?;
@@ -84,7 +92,10 @@ impl DelayQueue for SqlitePeer {
         let mut insert = conn
             .prepare_cached("INSERT INTO bulk (body) VALUES (?1)")
             .map_err(sql("prepare"))?;
-        insert.execute(params![payload]).map(|_| ()).map_err(sql("bulk insert"))
+        insert
+            .execute(params![payload])
+            .map(|_| ())
+            .map_err(sql("bulk insert"))
     }
 
     fn pending(&self) -> Result<u64, String> {
@@ -135,8 +146,12 @@ impl Mover for SqlitePeer {
                 due_rows.push((due, seq, body));
             }
             for (due, seq, body) in due_rows {
-                insert.execute(params![seq, due, body]).map_err(sql("move insert"))?;
-                delete.execute(params![due, seq]).map_err(sql("move delete"))?;
+                insert
+                    .execute(params![seq, due, body])
+                    .map_err(sql("move insert"))?;
+                delete
+                    .execute(params![due, seq])
+                    .map_err(sql("move delete"))?;
                 moved.push((seq as u64, due as u64));
             }
         }
@@ -146,9 +161,11 @@ impl Mover for SqlitePeer {
 
     fn next_due_ms(&self) -> Result<Option<u64>, String> {
         let conn = self.conn()?;
-        conn.query_row("SELECT min(due) FROM delayed", [], |r| r.get::<_, Option<i64>>(0))
-            .optional()
-            .map(|v| v.flatten().map(|d| d as u64))
-            .map_err(sql("min"))
+        conn.query_row("SELECT min(due) FROM delayed", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .optional()
+        .map(|v| v.flatten().map(|d| d as u64))
+        .map_err(sql("min"))
     }
 }

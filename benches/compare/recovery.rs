@@ -53,7 +53,11 @@ fn figures(open_secs: f64, count: u64, recovered: u64, dir: &Path) -> Sample {
     vec![
         fig("ready_ms", "ms", open_secs * 1e3),
         fig("s_per_gb", "s/GB", open_secs / payload_gb),
-        fig("recovered_fraction", "ratio", recovered as f64 / count as f64),
+        fig(
+            "recovered_fraction",
+            "share",
+            recovered as f64 / count as f64,
+        ),
         fig("disk_mib", "MiB", disk_bytes(dir) as f64 / (1 << 20) as f64),
     ]
 }
@@ -66,8 +70,12 @@ fn embedded(ctx: &RunCtx, kind: PeerKind, count: u64, cold: bool) -> Result<Samp
     spec["body"] = BODY.into();
     let mut child = crate::child::spawn(&spec)?;
     let filled = crate::child::read_line(&mut child);
-    child.kill().map_err(|e| format!("killing the child: {e}"))?;
-    child.wait().map_err(|e| format!("waiting for the child: {e}"))?;
+    child
+        .kill()
+        .map_err(|e| format!("killing the child: {e}"))?;
+    child
+        .wait()
+        .map_err(|e| format!("waiting for the child: {e}"))?;
     filled?;
     if cold {
         evict(&dir)?;
@@ -116,7 +124,8 @@ fn evict(dir: &Path) -> Result<(), String> {
             evict(&path)?;
         } else if path.is_file() {
             let file = std::fs::File::open(&path).map_err(|e| format!("opening {path:?}: {e}"))?;
-            file.sync_all().map_err(|e| format!("syncing {path:?}: {e}"))?;
+            file.sync_all()
+                .map_err(|e| format!("syncing {path:?}: {e}"))?;
             rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
                 .map_err(|e| format!("fadvise {path:?}: {e}"))?;
         }
@@ -127,7 +136,9 @@ fn evict(dir: &Path) -> Result<(), String> {
 /// Bytes of disk blocks used under `dir`.
 fn disk_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.metadata() {

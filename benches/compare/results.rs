@@ -44,7 +44,14 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn add(&mut self, workload: &str, system: &str, figure: &str, unit: &'static str, value: f64) {
+    pub fn add(
+        &mut self,
+        workload: &str,
+        system: &str,
+        figure: &str,
+        unit: &'static str,
+        value: f64,
+    ) {
         self.figures.push((
             self.rep,
             Figure {
@@ -59,7 +66,12 @@ impl Recorder {
 
     pub fn cdf(&mut self, workload: &str, system: &str, sorted_ms: &[f64]) {
         let mut points: Vec<(f64, f64)> = (0..=100)
-            .map(|p| (f64::from(p), crate::summary::percentile(sorted_ms, f64::from(p) / 100.0)))
+            .map(|p| {
+                (
+                    f64::from(p),
+                    crate::summary::percentile(sorted_ms, f64::from(p) / 100.0),
+                )
+            })
             .collect();
         for p in [99.5, 99.9, 99.99] {
             points.push((p, crate::summary::percentile(sorted_ms, p / 100.0)));
@@ -88,7 +100,13 @@ impl Recorder {
 
     /// Declares that `figure` of workloads starting with `workload_prefix` is a throughput
     /// judged against `ceiling_figure` of `ceiling_workload`.
-    pub fn judge_against(&mut self, workload_prefix: &str, figure: &str, ceiling_workload: &str, ceiling_figure: &str) {
+    pub fn judge_against(
+        &mut self,
+        workload_prefix: &str,
+        figure: &str,
+        ceiling_workload: &str,
+        ceiling_figure: &str,
+    ) {
         self.ceiling_of.push((
             workload_prefix.to_owned(),
             figure.to_owned(),

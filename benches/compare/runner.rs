@@ -49,7 +49,12 @@ impl RunCtx {
         self.config.dir.join(format!("peer-{}", kind.name()))
     }
 
-    pub fn open(&self, kind: PeerKind, setup: &PeerSetup, fresh: bool) -> Result<Box<dyn DelayQueue>, String> {
+    pub fn open(
+        &self,
+        kind: PeerKind,
+        setup: &PeerSetup,
+        fresh: bool,
+    ) -> Result<Box<dyn DelayQueue>, String> {
         let dir = self.peer_dir(kind);
         if fresh {
             fresh_dir(&dir)?;
@@ -93,7 +98,14 @@ impl RunCtx {
     }
 
     /// Records a result (or a failure) and prints a progress line.
-    pub fn report(&self, rec: &mut Recorder, workload: &str, system: &str, started: std::time::Instant, result: Result<Sample, String>) {
+    pub fn report(
+        &self,
+        rec: &mut Recorder,
+        workload: &str,
+        system: &str,
+        started: std::time::Instant,
+        result: Result<Sample, String>,
+    ) {
         match result {
             Ok(sample) => {
                 let shown: Vec<String> = sample

@@ -93,7 +93,8 @@ fn user_ids(user: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&user)).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+        (f.first() == Some(&user))
+            .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
     })
 }
 
@@ -113,19 +114,21 @@ impl Server {
         if let Ok(versions) = std::fs::read_dir("/usr/lib/postgresql") {
             extra.extend(versions.flatten().map(|v| v.path().join("bin")));
         }
-        let (Some(postgres), Some(initdb)) =
-            (find_program("postgres", &extra), find_program("initdb", &extra))
-        else {
+        let (Some(postgres), Some(initdb)) = (
+            find_program("postgres", &extra),
+            find_program("initdb", &extra),
+        ) else {
             return Err("PostgreSQL not installed (apt-get install postgresql)".to_owned());
         };
         // PostgreSQL refuses to run as root: run it as the `postgres` user then.
-        let user = if running_as_root() {
-            Some(user_ids("postgres").ok_or(
-                "running as root and there is no `postgres` user to run the server as",
-            )?)
-        } else {
-            None
-        };
+        let user =
+            if running_as_root() {
+                Some(user_ids("postgres").ok_or(
+                    "running as root and there is no `postgres` user to run the server as",
+                )?)
+            } else {
+                None
+            };
         // Leftovers of an earlier run, if any (absent is the normal case).
         let _ = std::fs::remove_dir_all(dir);
         let data = dir.join("data");
@@ -135,15 +138,27 @@ impl Server {
                 .map_err(|e| format!("chown {dir:?}: {e}"))?;
         }
         let mut init = Command::new(&initdb);
-        init.args(["-D", &data.to_string_lossy(), "-U", "bench", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        init.args([
+            "-D",
+            &data.to_string_lossy(),
+            "-U",
+            "bench",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         if let Some((uid, gid)) = user {
             init.uid(uid).gid(gid);
         }
         let out = init.output().map_err(|e| format!("running initdb: {e}"))?;
         if !out.status.success() {
-            return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         let port = free_port()?;
         let command = vec![
@@ -238,11 +253,22 @@ impl Server {
                 return Ok(start.elapsed());
             }
             if Instant::now() > deadline {
-                return Err(format!("{:?} did not answer within 600 s; see {:?}", self.kind, self.log));
+                return Err(format!(
+                    "{:?} did not answer within 600 s; see {:?}",
+                    self.kind, self.log
+                ));
             }
-            if let Some(child) = self.child.lock().map_err(|_| "server mutex poisoned")?.as_mut() {
+            if let Some(child) = self
+                .child
+                .lock()
+                .map_err(|_| "server mutex poisoned")?
+                .as_mut()
+            {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("{:?} exited with {status}; see {:?}", self.kind, self.log));
+                    return Err(format!(
+                        "{:?} exited with {status}; see {:?}",
+                        self.kind, self.log
+                    ));
                 }
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -253,9 +279,11 @@ impl Server {
     /// still replaying its log).
     fn answers(&self) -> bool {
         match self.kind {
-            ServerKind::Postgres => postgres::Client::connect(&self.postgres_url(), postgres::NoTls)
-                .and_then(|mut c| c.simple_query("SELECT 1"))
-                .is_ok(),
+            ServerKind::Postgres => {
+                postgres::Client::connect(&self.postgres_url(), postgres::NoTls)
+                    .and_then(|mut c| c.simple_query("SELECT 1"))
+                    .is_ok()
+            }
             ServerKind::Redis => redis::Client::open(self.redis_url())
                 .and_then(|c| c.get_connection())
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
@@ -264,7 +292,10 @@ impl Server {
     }
 
     pub fn postgres_url(&self) -> String {
-        format!("host=127.0.0.1 port={} user=bench dbname=postgres", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=bench dbname=postgres",
+            self.port
+        )
     }
 
     pub fn redis_url(&self) -> String {
@@ -287,7 +318,9 @@ impl Server {
         let mut slot = self.child.lock().map_err(|_| "server mutex poisoned")?;
         if let Some(mut child) = slot.take() {
             signal(&format!("-{}", child.id()), "-KILL");
-            child.wait().map_err(|e| format!("waiting for the killed server: {e}"))?;
+            child
+                .wait()
+                .map_err(|e| format!("waiting for the killed server: {e}"))?;
             // Children of the group (PostgreSQL backends) may outlive the leader briefly.
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -300,7 +333,9 @@ impl Server {
     }
 
     fn stop(self) {
-        let Ok(mut slot) = self.child.lock() else { return };
+        let Ok(mut slot) = self.child.lock() else {
+            return;
+        };
         if let Some(mut child) = slot.take() {
             // PostgreSQL: SIGINT is a fast shutdown; Redis: SIGTERM.
             let sig = match self.kind {
