@@ -63,7 +63,14 @@ fn ratio_cell(run: &Loaded, workload: &str, system: &str, figure: &str) -> Strin
     if c.is_null() {
         return "-".to_owned();
     }
-    let pct = |k: &str| format!("{:.0}", num(&c[k]) * 100.0);
+    let pct = |k: &str| {
+        let p = num(&c[k]) * 100.0;
+        if p < 10.0 {
+            format!("{p:.1}")
+        } else {
+            format!("{p:.0}")
+        }
+    };
     if pct("ratio_min") == pct("ratio_max") {
         format!("{} %", pct("ratio_median"))
     } else {
@@ -244,12 +251,12 @@ fn targets(out: &mut String, run: &Loaded) {
     let redis = run
         .median("memory", "redis", "anon_bytes_per_pending")
         .map_or(
-            "Redis ~125 B (published; not measured here)".to_owned(),
+            "Redis not measured here; ~125 B published".to_owned(),
             |r| format!("Redis {} B", human(r, "B")),
         );
     rows.push(vec![
         "anonymous memory per pending message: 0 B (vs Redis ~125 B)".to_owned(),
-        anon.map_or("not measured".to_owned(), |a| format!("{a:.2} B ({redis})")),
+        anon.map_or("not measured".to_owned(), |a| format!("{a:.2} B; {redis}")),
         match anon {
             Some(a) if a < 1.0 => "**met**",
             Some(_) => "**not met**",
