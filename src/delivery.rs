@@ -51,7 +51,8 @@ pub trait DeliveryHost {
     /// Entry `index` of a timed queue.
     fn entry(&self, queue: TimedQueue, index: u64) -> Result<Entry>;
     /// Store time of the message an entry points at (read from its record header).
-    fn store_ms(&self, entry: &Entry) -> Result<u64>;
+    /// Store time and due time of the record an entry points at (from its header).
+    fn record_times(&self, entry: &Entry) -> Result<(u64, u64)>;
     /// The newest store time handed out so far, including the log's newest record at open: a
     /// store time is a clock reading, so a clock below it has gone back (while the store was
     /// closed, or since that put), whether or not the loop saw the higher reading.
@@ -167,19 +168,23 @@ impl Delivery {
 
     /// The time an entry may be released: its time tag; for a delay level, moved earlier after
     /// a backward jump by how far its store time lay beyond the clock the jump went to.
+    /// A level's due time is read from the record, not trusted from the entry: a damaged entry
+    /// time must not release a message early. (A timer entry is only a release hint: the
+    /// release itself reads the due time from the record and hops if it is not reached.)
     fn deadline_ms(&self, host: &dyn DeliveryHost, queue: TimedQueue, entry: &Entry) -> u64 {
         if let TimedQueue::TimerSlot(_) = queue {
             return entry.time_ms;
         }
-        match self.cap {
-            Some(cap) if entry.log_offset < cap.before_log_offset => match host.store_ms(entry) {
-                Ok(store_ms) if store_ms > cap.jumped_to_ms => {
-                    entry.time_ms.saturating_sub(store_ms - cap.jumped_to_ms)
-                }
-                // An unreadable record is not corrected; the re-post reports it.
-                _ => entry.time_ms,
-            },
-            _ => entry.time_ms,
+        // An unreadable header keeps the entry's time; the release reports the record.
+        let times = host.record_times(entry).ok();
+        let due_ms = times.map_or(entry.time_ms, |(_, due_ms)| due_ms);
+        match (self.cap, times) {
+            (Some(cap), Some((store_ms, _)))
+                if entry.log_offset < cap.before_log_offset && store_ms > cap.jumped_to_ms =>
+            {
+                due_ms.saturating_sub(store_ms - cap.jumped_to_ms)
+            }
+            _ => due_ms,
         }
     }
 

@@ -268,11 +268,11 @@ impl DeliveryHost for Inner {
         self.progress.cursors.delivered(queue).max(first)
     }
 
-    fn store_ms(&self, entry: &Entry) -> Result<u64> {
+    fn record_times(&self, entry: &Entry) -> Result<(u64, u64)> {
         let mut header = [0u8; HEADER_BYTES];
         self.log.read_at(entry.log_offset, &mut header)?;
         decode_header(&header, entry.log_offset)
-            .map(|h| h.store_ms)
+            .map(|h| (h.store_ms, h.due_ms))
             .map_err(|kind| self.log.corruption(entry.log_offset, kind))
     }
 
