@@ -318,7 +318,9 @@ impl MappedFile for OverlayMapped {
             from += take;
         }
         drop(pages);
-        file.state.lock().record(Change::Write {
+        let mut state = file.state.lock();
+        remember(&mut state, file);
+        state.record(Change::Write {
             path: file.path.clone(),
             offset,
             len_bytes: bytes.len() as u64,
@@ -359,12 +361,25 @@ impl MappedFile for OverlayMapped {
             at = (index + 1) * PAGE_BYTES;
         }
         drop(pages);
-        file.state.lock().record(Change::ZeroTail {
+        let mut state = file.state.lock();
+        remember(&mut state, file);
+        state.record(Change::ZeroTail {
             path: file.path.clone(),
             offset: readable,
             zeroed_bytes,
         });
         Ok(zeroed_bytes)
+    }
+}
+
+/// Registers a changed file by name, so that a later open of the same name sees the changes
+/// (unless it was removed or renamed meanwhile).
+fn remember(state: &mut State, file: &Arc<PagedFile>) {
+    if !state.hidden.contains(&file.path) {
+        state
+            .files
+            .entry(file.path.clone())
+            .or_insert_with(|| Entry::Mapped(file.clone()));
     }
 }
 
@@ -459,10 +474,8 @@ impl FileSystem for OverlayFs {
                         cache: Mutex::new(None),
                         state: self.state.clone(),
                     });
-                    // Kept, so that a later open of the same name sees the changes.
-                    state
-                        .files
-                        .insert(path.to_path_buf(), Entry::Mapped(file.clone()));
+                    // Registered by name only once changed (`remember`): a scan that opens
+                    // thousands of files keeps none of them open.
                     (file, len_bytes)
                 }
             },
