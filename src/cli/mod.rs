@@ -3,8 +3,12 @@
 
 mod consume;
 mod demo;
+mod dump;
+mod inspect;
 mod progress;
 mod put;
+mod recover;
+mod replay;
 mod stats;
 mod verify;
 
@@ -56,6 +60,18 @@ enum Command {
     /// Checks the whole store without changing it: one JSON line per problem, then a summary.
     /// Exit 0: no error; 1: errors found; 2: could not run (no store, held by a live process).
     Verify(verify::VerifyArgs),
+    /// Runs recovery explicitly and prints what it did (records dropped, bytes cut, queues
+    /// truncated or rebuilt, checkpoint fallback); --dry-run prints the plan, changing nothing.
+    Recover(recover::RecoverArgs),
+    /// Prints records as JSON lines, selected by topic, queue, offsets, time, id, delay state.
+    /// Read-only.
+    Dump(dump::DumpArgs),
+    /// Re-posts chosen messages into a target topic/queue with an idempotency key (a second
+    /// run posts nothing); or exports them as JSON lines; --dry-run lists them.
+    Replay(replay::ReplayArgs),
+    /// Prints what the store holds, from its files, without opening it: segments, queues,
+    /// pending per level, next due, consumer lag, disk usage. Read-only.
+    Inspect,
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -72,6 +88,10 @@ pub fn run() -> i32 {
         Command::Stats => stats::run(&cli.dir),
         Command::Demo(args) => demo::run(&args),
         Command::Verify(args) => verify::run(&cli.dir, &args),
+        Command::Recover(args) => recover::run(&cli.dir, &args),
+        Command::Dump(args) => dump::run(&cli.dir, &args),
+        Command::Replay(args) => replay::run(&cli.dir, &args),
+        Command::Inspect => inspect::run(&cli.dir),
     };
     match result {
         Ok(code) => code,

@@ -1,10 +1,16 @@
-//! `delaystore stats`: the store's state as one JSON object.
+//! `delaystore stats`: the store's state as one JSON object: the open store's own statistics,
+//! then, once it is closed, the file-level facts of `inspect` (segment files with their offset
+//! ranges, disk usage, the delay horizon).
 
 use std::path::Path;
 
 use delaystore::consume_queue::QueueKey;
 use delaystore::Error;
 
+use delaystore::inspect::overview::overview;
+use delaystore::io::OverlayFs;
+
+use super::inspect::overview_json;
 use super::{emit, open_store};
 
 pub fn run(dir: &Path) -> Result<i32, Error> {
@@ -12,6 +18,9 @@ pub fn run(dir: &Path) -> Result<i32, Error> {
     let stats = store.stats();
     let levels = store.delay_levels_ms();
     store.close()?;
+    // The store is closed (its checkpoint clean): the files now say exactly what it held.
+    let files = overview(&OverlayFs::new(), dir, &mut |_, _| {})?;
+    let files = overview_json(&files);
     let messages: u64 = stats
         .queues
         .iter()
@@ -44,6 +53,11 @@ pub fn run(dir: &Path) -> Result<i32, Error> {
         "log_end_offset": stats.written_end_offset,
         "segments": stats.segment_count,
         "segment_bytes": stats.segment_bytes_total,
+        "undeliverable": stats.undeliverable,
+        "horizon_ms": files["horizon_ms"],
+        "segment_files": files["segments"],
+        "delay_levels": files["pending_per_level"],
+        "disk_bytes": files["disk_bytes"],
     }));
     Ok(0)
 }

@@ -43,6 +43,11 @@ pub fn run(dir: &Path, args: &VerifyArgs) -> Result<i32, Error> {
     Ok(if report.errors > 0 { EXIT_PROBLEM } else { 0 })
 }
 
+/// `topic/queue` or `__delay/level`.
+pub fn queue_key_name(key: &delaystore::consume_queue::QueueKey) -> String {
+    delaystore::inspect::verify::queue_name(key)
+}
+
 pub fn problem_json(problem: &Problem) -> serde_json::Value {
     serde_json::json!({
         "problem": problem.kind.as_str(),

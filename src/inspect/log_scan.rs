@@ -52,6 +52,10 @@ pub trait ScanVisitor {
     fn data_after_end(&mut self, _at: &RecordAt, _resumed_at: Option<u64>) {}
     /// `scanned_bytes` of the segments have been read so far.
     fn progress(&mut self, _scanned_bytes: u64) {}
+    /// Whether the visitor has seen enough: the scan stops before the next record.
+    fn done(&self) -> bool {
+        false
+    }
 }
 
 /// Totals of a scan.
@@ -74,6 +78,9 @@ pub fn scan_log(
     let mut totals = ScanTotals::default();
     let mut done_before = 0u64;
     for (index, segment) in segments.iter().enumerate() {
+        if visitor.done() {
+            break;
+        }
         if segment.end_offset() <= from_log_offset {
             done_before += segment.len_bytes;
             continue;
@@ -172,7 +179,7 @@ impl SegmentScan<'_> {
     fn run(&mut self, start: u64, visitor: &mut dyn ScanVisitor) -> std::io::Result<()> {
         let mut pos = start;
         let mut last_progress = pos;
-        while pos < self.len() {
+        while pos < self.len() && !visitor.done() {
             if pos - last_progress >= CHUNK_BYTES as u64 {
                 visitor.progress(self.done_before + pos);
                 last_progress = pos;

@@ -125,22 +125,26 @@ struct State {
 
 impl State {
     fn record(&mut self, change: Change) {
-        if let (
-            Change::Write {
-                path,
-                offset,
-                len_bytes,
-            },
-            Some(Change::Write {
-                path: last_path,
-                offset: last_offset,
-                len_bytes: last_len,
-            }),
-        ) = (&change, self.changes.last_mut())
+        // A write that continues a recent write of the same file extends it: replaying
+        // dispatch appends entries to several queues in turn.
+        if let Change::Write {
+            path,
+            offset,
+            len_bytes,
+        } = &change
         {
-            if path == last_path && *last_offset + *last_len == *offset {
-                *last_len += len_bytes;
-                return;
+            for earlier in self.changes.iter_mut().rev().take(64) {
+                if let Change::Write {
+                    path: p,
+                    offset: o,
+                    len_bytes: l,
+                } = earlier
+                {
+                    if p == path && *o + *l == *offset {
+                        *l += len_bytes;
+                        return;
+                    }
+                }
             }
         }
         self.changes.push(change);
