@@ -36,6 +36,9 @@ pub enum EntryLookup {
     NoFile,
 }
 
+/// A written entry's place: its file, byte offset there, and index in the queue.
+pub type EntryPlace = (PathBuf, u64, u64);
+
 /// Capacity of a queue file in entries.
 pub fn capacity_entries(file: &QueueFile) -> u64 {
     file.len_bytes / ENTRY_BYTES as u64
@@ -152,7 +155,7 @@ impl QueueReader {
         &mut self,
         fs: &dyn FileSystem,
         from: u64,
-    ) -> Result<(u64, Option<(PathBuf, u64, u64)>)> {
+    ) -> Result<(u64, Option<EntryPlace>)> {
         const SCAN_ENTRIES: u64 = 64 * 1024;
         let mut count = 0u64;
         let mut first = None;

@@ -30,7 +30,7 @@ use crate::meta::{StoreMeta, META_FILE};
 use super::files::{QueueFiles, StoreFiles};
 use super::log_scan::{scan_log, RecordAt, ScanVisitor};
 use super::problem::{Problem, ProblemKind, Severity};
-use super::queue_reader::{capacity_entries, EntryLookup, QueueReader};
+use super::queue_reader::{capacity_entries, EntryLookup, EntryPlace, QueueReader};
 
 /// Problems of one kind passed to the caller (and kept in the report) before the rest are
 /// only counted: a deleted queue directory would otherwise print one line per message.
@@ -507,6 +507,16 @@ impl LevelState {
     }
 }
 
+/// Queue counts and level cursors at one point of the log.
+type Snapshot = (HashMap<QueueKey, u64>, Vec<(u8, u64)>);
+
+/// Entries written past a queue's records: the first one's place, and how many.
+struct Trailing {
+    first: EntryPlace,
+    count: u64,
+    next: u64,
+}
+
 struct Checker<'a, 'b> {
     fs: &'a dyn FileSystem,
     dir: &'a Path,
@@ -521,7 +531,7 @@ struct Checker<'a, 'b> {
     /// Where a full recovery scan would stop.
     log_end: Option<u64>,
     /// Queue counts and level cursors below the checkpoint's end, once the scan passed it.
-    at_checkpoint: Option<(HashMap<QueueKey, u64>, Vec<(u8, u64)>)>,
+    at_checkpoint: Option<Snapshot>,
     checkpoint_last_record_seen: bool,
     /// A valid record ends exactly at the checkpoint's log end.
     checkpoint_end_reached: bool,
@@ -874,7 +884,12 @@ impl<'a, 'b> Checker<'a, 'b> {
             }
         }
         self.sink.report.queues = states.len() as u64;
-        for (file, offset, count, first_index, next) in trailing {
+        for Trailing {
+            first: (file, offset, first_index),
+            count,
+            next,
+        } in trailing
+        {
             self.sink.add(
                 ProblemKind::QueueEntriesPastLog,
                 Severity::Error,
@@ -1006,15 +1021,11 @@ pub fn queue_name(key: &QueueKey) -> String {
     }
 }
 
-/// Written entries at or after the queue's record count: (file, byte offset of the first,
-/// how many, its index, the count).
-fn entries_past(
-    fs: &dyn FileSystem,
-    state: &mut QueueState,
-) -> Result<Option<(PathBuf, u64, u64, u64, u64)>> {
+/// Written entries at or after the queue's record count.
+fn entries_past(fs: &dyn FileSystem, state: &mut QueueState) -> Result<Option<Trailing>> {
     let next = state.next;
     let (count, first) = state.reader.written_from(fs, next)?;
-    Ok(first.map(|(file, offset, index)| (file, offset, count, index, next)))
+    Ok(first.map(|first| Trailing { first, count, next }))
 }
 
 impl ScanVisitor for Checker<'_, '_> {
