@@ -72,6 +72,33 @@ impl QueueReader {
         (index - file.first_entry < capacity_entries(file)).then_some(i)
     }
 
+    /// The entry at `index` if it is written (the fast path of a check: no allocation).
+    pub fn entry_at(&mut self, fs: &dyn FileSystem, index: u64) -> Result<Option<Entry>> {
+        let Some(file_index) = self.file_for(index) else {
+            return Ok(None);
+        };
+        let Some(file) = self.files.files.get(file_index) else {
+            return Ok(None);
+        };
+        let within = index - file.first_entry;
+        let block_first = within - within % BLOCK_ENTRIES;
+        let cached =
+            matches!(&self.block, Some((f, b, _)) if *f == file_index && *b == block_first);
+        if !cached {
+            return Ok(match self.get(fs, index)? {
+                EntryLookup::Entry { entry, .. } => Some(entry),
+                EntryLookup::Unwritten { .. } | EntryLookup::NoFile => None,
+            });
+        }
+        let from = usize::try_from((within - block_first) * ENTRY_BYTES as u64).unwrap_or(0);
+        let bytes = self
+            .block
+            .as_ref()
+            .and_then(|(_, _, b)| b.get(from..from + ENTRY_BYTES))
+            .unwrap_or_default();
+        Ok(Entry::decode(bytes).ok())
+    }
+
     /// The entry at `index`.
     pub fn get(&mut self, fs: &dyn FileSystem, index: u64) -> Result<EntryLookup> {
         let Some(file_index) = self.file_for(index) else {

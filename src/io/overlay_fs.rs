@@ -189,17 +189,18 @@ impl PagedFile {
     /// Reads real bytes at `offset` (zeros past the real file's end, as in a file created
     /// longer than what was ever written).
     fn read_base(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        buf.fill(0);
-        let Some(base) = &self.base else {
-            return Ok(());
+        let available = match &self.base {
+            Some(_) => self.base_len.saturating_sub(offset),
+            None => 0,
         };
-        let available = self.base_len.saturating_sub(offset);
         let want = usize::try_from(available.min(buf.len() as u64)).unwrap_or(buf.len());
-        let Some(target) = buf.get_mut(..want) else {
-            return Ok(());
-        };
-        // read_exact_at: a file cut short under us is an error, never a SIGBUS.
-        base.read_exact_at(target, offset)
+        let (target, past_end) = buf.split_at_mut(want.min(buf.len()));
+        past_end.fill(0);
+        match &self.base {
+            // read_exact_at: a file cut short under us is an error, never a SIGBUS.
+            Some(base) if !target.is_empty() => base.read_exact_at(target, offset),
+            _ => Ok(()),
+        }
     }
 
     /// Reads real bytes through the one-block cache.
