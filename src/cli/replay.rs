@@ -97,7 +97,11 @@ pub fn run(dir: &Path, args: &ReplayArgs) -> Result<i32, Error> {
             emit(&export_json(item));
         }
         store.close()?;
-        emit(&serde_json::json!({"selected": items.len(), "exported": items.len()}));
+        // The summary goes to stderr: stdout stays a stream `delaystore put` accepts.
+        eprintln!(
+            "{}",
+            serde_json::json!({"selected": items.len(), "exported": items.len()})
+        );
         return Ok(0);
     }
     if args.dry_run {
