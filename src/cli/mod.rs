@@ -1,6 +1,7 @@
 //! Command-line parsing and the shared conventions: `--dir`, JSON lines on stdout, errors as
 //! one JSON object on stderr with a non-zero exit code.
 
+mod cancel;
 mod consume;
 mod demo;
 mod dump;
@@ -51,6 +52,8 @@ enum Command {
     },
     /// Puts messages: JSON lines from stdin, or generated with --count.
     Put(put::PutArgs),
+    /// Cancels delayed messages by id: one line `{"id", "outcome"}` each.
+    Cancel(cancel::CancelArgs),
     /// Prints a topic's messages for a consumer group, committing its offsets as it goes.
     Consume(consume::ConsumeArgs),
     /// Prints the store's state as one JSON object.
@@ -84,6 +87,7 @@ pub fn run() -> i32 {
             queues,
         } => init(&cli.dir, levels, segment_bytes, queues),
         Command::Put(args) => put::run(&cli.dir, &args),
+        Command::Cancel(args) => cancel::run(&cli.dir, &args),
         Command::Consume(args) => consume::run(&cli.dir, &args),
         Command::Stats => stats::run(&cli.dir),
         Command::Demo(args) => demo::run(&args),

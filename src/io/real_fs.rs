@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use super::mmap::MmapFile;
-use super::{FileSystem, LockGuard, MappedFile, OpenMode};
+use super::{out_of_bounds, FileSystem, LockGuard, MappedFile, OpenMode, SlotFile};
 
 /// The operating system's file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -58,6 +58,24 @@ impl FileSystem for RealFs {
             }
         };
         Ok(Box::new(map))
+    }
+
+    fn open_slots(&self, path: &Path, len_bytes: u64) -> io::Result<Box<dyn SlotFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let mut len = file.metadata()?.len();
+        if len < len_bytes {
+            file.set_len(len_bytes)?;
+            len = len_bytes;
+        }
+        Ok(Box::new(RealSlots {
+            file,
+            len_bytes: len,
+        }))
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -149,4 +167,41 @@ fn zero_fill(file: &mut File, len_bytes: u64) -> io::Result<()> {
         left -= n as u64;
     }
     Ok(())
+}
+
+/// A slot file on the real file system.
+#[derive(Debug)]
+struct RealSlots {
+    file: File,
+    len_bytes: u64,
+}
+
+impl RealSlots {
+    fn check(&self, what: &str, offset: u64, len: usize) -> io::Result<()> {
+        let end = offset.checked_add(len as u64);
+        if end.is_none_or(|end| end > self.len_bytes) {
+            return Err(out_of_bounds(what, offset, len as u64, self.len_bytes));
+        }
+        Ok(())
+    }
+}
+
+impl SlotFile for RealSlots {
+    fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.check("read", offset, buf.len())?;
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.check("write", offset, bytes.len())?;
+        std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, offset)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
 }
