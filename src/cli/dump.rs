@@ -6,8 +6,9 @@ use std::path::Path;
 
 use base64::Engine;
 use clap::{Args, ValueEnum};
-use delaystore::inspect::delay_state::DelayState;
+use delaystore::inspect::delay_state::{first_timed_queue, DelayState};
 use delaystore::inspect::dump::{dump, kind_name, DumpedRecord, RecordFilter, TimeField};
+use delaystore::inspect::verify::timed_queue_name;
 use delaystore::io::OverlayFs;
 use delaystore::{Error, MessageId};
 
@@ -58,12 +59,17 @@ pub struct DumpArgs {
     /// Only these message ids (16 hex digits, as put and consume print them); repeatable.
     #[arg(long = "id")]
     ids: Vec<String>,
-    /// Only these delay states: immediate, pending, delivered, cancelled; repeatable.
+    /// Only these delay states: immediate, pending, delivered, cancelled, discarded;
+    /// repeatable.
     #[arg(long = "state")]
     states: Vec<String>,
     /// Also print delivery records (kind "delivery", naming their message).
     #[arg(long)]
     deliveries: bool,
+    /// Also print hop, cancel and discard records (naming their message; topic and queue
+    /// filters select them by their message).
+    #[arg(long)]
+    control: bool,
     /// How bodies are printed.
     #[arg(long, value_enum, default_value = "text")]
     body: BodyFormat,
@@ -87,7 +93,8 @@ pub fn run(dir: &Path, args: &DumpArgs) -> Result<i32, Error> {
             None => {
                 report_error(
                     &format!(
-                        "--state {name:?}: expected immediate, pending, delivered or cancelled"
+                        "--state {name:?}: expected immediate, pending, delivered, cancelled \
+                         or discarded"
                     ),
                     None,
                 );
@@ -110,6 +117,7 @@ pub fn run(dir: &Path, args: &DumpArgs) -> Result<i32, Error> {
         ids,
         states,
         include_deliveries: args.deliveries,
+        include_control: args.control,
     };
     let fs = OverlayFs::new();
     if !dir.join(delaystore::meta::META_FILE).exists() {
@@ -160,11 +168,12 @@ fn record_json(dumped: &DumpedRecord<'_>, format: BodyFormat) -> serde_json::Val
         .iter()
         .map(|(k, v)| (k.clone(), v.clone().into()))
         .collect();
+    let has_topic = header.kind.has_topic();
     let mut value = serde_json::json!({
         "id": MessageId(dumped.at.log_offset).to_string(),
         "kind": kind_name(header.kind),
-        "topic": record.topic,
-        "queue": header.queue_id,
+        "topic": has_topic.then_some(record.topic),
+        "queue": has_topic.then_some(header.queue_id),
         "queue_offset": header.queue_offset,
         "delay_level": header.delay_level,
         "store_ms": header.store_ms,
@@ -183,13 +192,24 @@ fn record_json(dumped: &DumpedRecord<'_>, format: BodyFormat) -> serde_json::Val
                 "origin_id".into(),
                 MessageId(origin.log_offset).to_string().into(),
             );
-            object.insert(
-                "origin_level_queue_offset".into(),
-                origin.level_queue_offset.into(),
-            );
+            object.insert("origin_first".into(), timed_queue_name(origin.first).into());
+            object.insert("origin_first_offset".into(), origin.first_offset.into());
+            if header.kind != delaystore::commit_log::record::RecordKind::Cancel {
+                // A cancel consumes no entry; the others consume this one.
+                object.insert("consumes".into(), timed_queue_name(origin.source).into());
+                object.insert("consumes_offset".into(), origin.source_offset.into());
+            }
+            if header.kind == delaystore::commit_log::record::RecordKind::Hop {
+                let slot = u8::try_from(header.queue_id).unwrap_or(u8::MAX);
+                let queue = delaystore::consume_queue::TimedQueue::TimerSlot(slot);
+                object.insert("delay_queue".into(), timed_queue_name(queue).into());
+            }
         }
         None => {
             let (body, encoding) = body_json(record.body, format);
+            if let Some(first) = first_timed_queue(header) {
+                object.insert("delay_queue".into(), timed_queue_name(first).into());
+            }
             object.insert(
                 "key".into(),
                 (!record.key.is_empty()).then_some(record.key).into(),
@@ -207,6 +227,13 @@ fn record_json(dumped: &DumpedRecord<'_>, format: BodyFormat) -> serde_json::Val
                     MessageId(delivery.log_offset).to_string().into(),
                 );
                 object.insert("delivery_queue_offset".into(), delivery.queue_offset.into());
+            }
+            if let Some(cancellation) = dumped.cancellation {
+                object.insert("cancelled_ms".into(), cancellation.cancelled_ms.into());
+                object.insert(
+                    "cancel_id".into(),
+                    MessageId(cancellation.log_offset).to_string().into(),
+                );
             }
         }
     }

@@ -1,6 +1,7 @@
 //! `delaystore inspect`: what the store holds, read from its files without opening it (no
 //! recovery, nothing written): segments with their offset ranges, queues, pending messages per
-//! delay level with the next and last due time, consumer lag, disk usage. One JSON object.
+//! delay level with the next and last due time, pending messages per timer tier (arbitrary
+//! delays, by delay horizon), consumer lag, disk usage. One JSON object.
 
 use std::path::Path;
 
@@ -73,6 +74,22 @@ pub fn overview_json(view: &Overview) -> serde_json::Value {
             })
         })
         .collect();
+    let tiers: Vec<serde_json::Value> = view
+        .tiers
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "tier": t.tier,
+                "granule_ms": t.granule_ms,
+                "slots": t.slots,
+                "entries": t.entries,
+                "consumed": t.consumed,
+                "pending": t.pending,
+                "next_release_ms": t.next_release_ms,
+                "last_due_ms": t.last_due_ms,
+            })
+        })
+        .collect();
     let consumers: Vec<serde_json::Value> = view
         .consumers
         .iter()
@@ -88,8 +105,10 @@ pub fn overview_json(view: &Overview) -> serde_json::Value {
         "segments": segments,
         "log_end_offset": view.log_end_offset,
         "queues": queues,
+        "log_start_offset": view.log_start_offset(),
         "pending_per_level": levels,
-        "pending_delayed": view.levels.iter().map(|l| l.pending).sum::<u64>(),
+        "pending_per_tier": tiers,
+        "pending_delayed": view.pending_delayed(),
         "next_due_ms": view.next_due_ms(),
         "horizon_ms": view.horizon_ms(),
         "consumer_lag": consumers,
@@ -104,8 +123,12 @@ pub fn overview_json(view: &Overview) -> serde_json::Value {
         "disk_bytes": {
             "commit_log": disk.commit_log_bytes,
             "consume_queues": disk.consume_queue_bytes,
+            "decisions": disk.decision_bytes,
             "small_files": disk.small_file_bytes,
-            "total": disk.commit_log_bytes + disk.consume_queue_bytes + disk.small_file_bytes,
+            "total": disk.commit_log_bytes
+                + disk.consume_queue_bytes
+                + disk.decision_bytes
+                + disk.small_file_bytes,
         },
     })
 }

@@ -87,6 +87,9 @@ fn change_json(change: &Change) -> serde_json::Value {
         } => {
             serde_json::json!({"zero_after": path(p), "offset": offset, "zeroed_bytes": zeroed_bytes})
         }
+        Change::SetLen { path: p, len_bytes } => {
+            serde_json::json!({"extend_file": path(p), "len_bytes": len_bytes})
+        }
         Change::WriteFile { path: p, len_bytes } => {
             serde_json::json!({"replace_file": path(p), "len_bytes": len_bytes})
         }

@@ -1,6 +1,7 @@
-//! `delaystore stats`: the store's state as one JSON object: the open store's own statistics,
+//! `delaystore stats`: the store's state as one JSON object: the open store's own statistics
+//! (pending messages per delay level and per timer tier, cancellations, forced deletions),
 //! then, once it is closed, the file-level facts of `inspect` (segment files with their offset
-//! ranges, disk usage, the delay horizon).
+//! ranges, disk usage, the delay horizon per level and tier).
 
 use std::path::Path;
 
@@ -42,10 +43,13 @@ pub fn run(dir: &Path) -> Result<i32, Error> {
             })
         })
         .collect();
+    let pending_delayed = stats.pending_per_level.iter().map(|(_, c)| c).sum::<u64>()
+        + stats.pending_per_tier.iter().sum::<u64>();
     emit(&serde_json::json!({
         "messages": messages,
-        "pending_delayed": stats.pending_per_level.iter().map(|(_, c)| c).sum::<u64>(),
+        "pending_delayed": pending_delayed,
         "pending_per_level": pending,
+        "pending_per_tier": stats.pending_per_tier,
         "next_due_ms": stats.next_due_ms,
         "levels_ms": levels,
         "consumer_lag": consumers,
@@ -54,9 +58,12 @@ pub fn run(dir: &Path) -> Result<i32, Error> {
         "segments": stats.segment_count,
         "segment_bytes": stats.segment_bytes_total,
         "undeliverable": stats.undeliverable,
+        "cancelled": stats.cancelled,
+        "forced_deleted_messages": stats.forced_deleted_messages,
         "horizon_ms": files["horizon_ms"],
         "segment_files": files["segments"],
         "delay_levels": files["pending_per_level"],
+        "timer_tiers": files["pending_per_tier"],
         "disk_bytes": files["disk_bytes"],
     }));
     Ok(0)

@@ -2,13 +2,14 @@
 //! summary line; exit 0 when no error was found, 1 when some were, 2 when it could not run.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
 use delaystore::inspect::probe_lock;
 use delaystore::inspect::problem::Problem;
 use delaystore::inspect::verify::{verify, VerifyOptions, VerifyReport};
-use delaystore::io::OverlayFs;
+use delaystore::io::{FileSystem, OverlayFs};
 use delaystore::Error;
 
 use super::progress::Progress;
@@ -22,8 +23,8 @@ pub struct VerifyArgs {
 }
 
 pub fn run(dir: &Path, args: &VerifyArgs) -> Result<i32, Error> {
-    let fs = OverlayFs::new();
-    let _lock = match probe_lock(&fs, dir) {
+    let fs: Arc<dyn FileSystem> = Arc::new(OverlayFs::new());
+    let _lock = match probe_lock(fs.as_ref(), dir) {
         Ok(lock) => lock,
         Err(err) => return refuse_live(err, "verify"),
     };
@@ -43,7 +44,7 @@ pub fn run(dir: &Path, args: &VerifyArgs) -> Result<i32, Error> {
     Ok(if report.errors > 0 { EXIT_PROBLEM } else { 0 })
 }
 
-/// `topic/queue` or `__delay/level`.
+/// `topic/queue`, `__delay/level` or `__timer/slot`.
 pub fn queue_key_name(key: &delaystore::consume_queue::QueueKey) -> String {
     delaystore::inspect::verify::queue_name(key)
 }
@@ -76,9 +77,16 @@ fn summary_json(report: &VerifyReport, started: Instant) -> serde_json::Value {
         "messages": report.messages,
         "delayed_messages": report.delayed_messages,
         "deliveries": report.deliveries,
+        "hops": report.hops,
+        "cancels": report.cancels,
+        "discards": report.discards,
         "fillers": report.fillers,
         "pending_delayed": report.pending_delayed,
+        "cancelled_messages": report.cancelled_messages,
+        "discarded_messages": report.discarded_messages,
+        "decision_slots": report.decision_slots,
         "segments": report.segments,
+        "log_start_offset": report.log_start_offset,
         "queues": report.queues,
         "queue_entries": report.queue_entries,
         "log_end_offset": report.log_end_offset,

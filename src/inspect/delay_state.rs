@@ -1,14 +1,15 @@
-//! Where a delayed message stands: pending, delivered, or cancelled. Derived from the log
-//! alone, as the store derives delivery progress: a message is delivered when a delivery
-//! record names it.
-//!
-//! `Cancelled` is part of the vocabulary (filters accept it) before any record kind produces
-//! it: when cancel records exist, [`DelayIndex`] learns them in `note` and the filter works
-//! unchanged.
+//! Where a delayed message stands: pending, delivered, cancelled or discarded. Derived from the
+//! log alone, as the store derives it: a message is delivered when a delivery record names it,
+//! cancelled when a cancel record does, and discarded when a discard record consumed its entry
+//! without either (the store found its record unreadable when it fell due, or retention forced
+//! it out under disk pressure). Hops (a timer message moving down the wheel) change nothing:
+//! the message is still pending.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::commit_log::record::{OriginRef, RecordHeader, RecordKind, RecordView};
+use crate::consume_queue::TimedQueue;
+use crate::dispatch::dispatch_target;
 use crate::error::Result;
 use crate::io::FileSystem;
 
@@ -18,7 +19,8 @@ use super::log_scan::{scan_log, RecordAt, ScanVisitor};
 /// The delay state of a message record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DelayState {
-    /// Not delayed: visible in its topic queue when put.
+    /// Not delayed: visible in its topic queue when put (also a due time already past when
+    /// stored).
     Immediate,
     /// Delayed, not delivered (yet).
     Pending,
@@ -26,9 +28,22 @@ pub enum DelayState {
     Delivered,
     /// Delayed and cancelled: it will never be delivered.
     Cancelled,
+    /// Delayed, and its entry was consumed by a discard record without a delivery or a
+    /// cancel: it will never be delivered (its record was unreadable when it fell due, or was
+    /// forced out by retention).
+    Discarded,
 }
 
 impl DelayState {
+    /// Every state, in the order of the docs.
+    pub const ALL: [DelayState; 5] = [
+        DelayState::Immediate,
+        DelayState::Pending,
+        DelayState::Delivered,
+        DelayState::Cancelled,
+        DelayState::Discarded,
+    ];
+
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,19 +51,27 @@ impl DelayState {
             DelayState::Pending => "pending",
             DelayState::Delivered => "delivered",
             DelayState::Cancelled => "cancelled",
+            DelayState::Discarded => "discarded",
         }
     }
 
     /// Parses a lower-case name.
     pub fn parse(name: &str) -> Option<Self> {
-        [
-            DelayState::Immediate,
-            DelayState::Pending,
-            DelayState::Delivered,
-            DelayState::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == name)
+        DelayState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// The timed queue a message record was first indexed in (its delay level, or the timer slot
+/// its due time and store time select), or `None` for a record that is not a delayed message.
+/// The same derivation as dispatch's.
+pub fn first_timed_queue(header: &RecordHeader) -> Option<TimedQueue> {
+    match header.kind {
+        RecordKind::Message => dispatch_target(header, "").and_then(|target| target.timed()),
+        RecordKind::Delivery
+        | RecordKind::Filler
+        | RecordKind::Hop
+        | RecordKind::Cancel
+        | RecordKind::Discard => None,
     }
 }
 
@@ -63,17 +86,28 @@ pub struct Delivery {
     pub queue_offset: u64,
 }
 
-/// The deliveries (and cancellations) found in the log, by the id of the message they concern.
-/// Costs memory per delivered message (about 40 bytes): an operator's tool, not the store.
+/// Where a delayed message was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancellation {
+    /// Log offset of the cancel record.
+    pub log_offset: u64,
+    /// When it was cancelled (the cancel's store time).
+    pub cancelled_ms: u64,
+}
+
+/// The deliveries, cancellations and discards found in the log, by the id of the message they
+/// concern. Costs memory per decided message (about 40 bytes): an operator's tool, not the
+/// store.
 #[derive(Debug, Default)]
 pub struct DelayIndex {
     deliveries: HashMap<u64, Delivery>,
-    cancelled: HashSet<u64>,
+    cancellations: HashMap<u64, Cancellation>,
+    discarded: HashSet<u64>,
 }
 
 impl DelayIndex {
     /// Scans the log for deliveries (of `topic` only, when given: a delivery carries its
-    /// message's topic).
+    /// message's topic), cancellations and discards (they carry no topic: all of them).
     pub fn build(
         fs: &dyn FileSystem,
         segments: &[SegmentFile],
@@ -91,30 +125,57 @@ impl DelayIndex {
 
     /// Learns from one record.
     pub fn note(&mut self, at: &RecordAt, record: &RecordView<'_>) {
-        match record.header.kind {
+        let header = &record.header;
+        let origin = || OriginRef::decode(record.body).ok();
+        match header.kind {
             RecordKind::Delivery => {
-                if let Ok(origin) = OriginRef::decode(record.body) {
+                if let Some(origin) = origin() {
                     self.deliveries
                         .entry(origin.log_offset)
                         .or_insert(Delivery {
                             log_offset: at.log_offset,
-                            delivered_ms: record.header.store_ms,
-                            queue_offset: record.header.queue_offset,
+                            delivered_ms: header.store_ms,
+                            queue_offset: header.queue_offset,
                         });
                 }
             }
-            RecordKind::Message | RecordKind::Filler => {}
+            RecordKind::Cancel => {
+                if let Some(origin) = origin() {
+                    self.cancellations
+                        .entry(origin.log_offset)
+                        .or_insert(Cancellation {
+                            log_offset: at.log_offset,
+                            cancelled_ms: header.store_ms,
+                        });
+                }
+            }
+            RecordKind::Discard => {
+                if let Some(origin) = origin() {
+                    self.discarded.insert(origin.log_offset);
+                }
+            }
+            RecordKind::Message | RecordKind::Filler | RecordKind::Hop => {}
         }
     }
 
     /// The state of the message record `header`, stored at `log_offset`.
     pub fn state(&self, log_offset: u64, header: &RecordHeader) -> DelayState {
-        if header.delay_level == 0 {
+        if first_timed_queue(header).is_none() {
             DelayState::Immediate
-        } else if self.cancelled.contains(&log_offset) {
-            DelayState::Cancelled
-        } else if self.deliveries.contains_key(&log_offset) {
+        } else {
+            self.delayed_state(log_offset)
+        }
+    }
+
+    /// The state of the delayed message with id `log_offset`. A delivery wins over a cancel
+    /// (consumers saw the message; `verify` reports such a conflict).
+    pub fn delayed_state(&self, log_offset: u64) -> DelayState {
+        if self.deliveries.contains_key(&log_offset) {
             DelayState::Delivered
+        } else if self.cancellations.contains_key(&log_offset) {
+            DelayState::Cancelled
+        } else if self.discarded.contains(&log_offset) {
+            DelayState::Discarded
         } else {
             DelayState::Pending
         }
@@ -123,6 +184,11 @@ impl DelayIndex {
     /// The delivery of the message with id `log_offset`.
     pub fn delivery(&self, log_offset: u64) -> Option<&Delivery> {
         self.deliveries.get(&log_offset)
+    }
+
+    /// The cancellation of the message with id `log_offset`.
+    pub fn cancellation(&self, log_offset: u64) -> Option<&Cancellation> {
+        self.cancellations.get(&log_offset)
     }
 }
 
@@ -134,7 +200,9 @@ struct Builder<'a> {
 
 impl ScanVisitor for Builder<'_> {
     fn record(&mut self, at: &RecordAt, record: &RecordView<'_>) {
-        if self.topic.is_none_or(|t| t == record.topic) {
+        let wanted =
+            !record.header.kind.has_topic() || self.topic.is_none_or(|t| t == record.topic);
+        if wanted {
             self.index.note(at, record);
         }
     }

@@ -1,15 +1,19 @@
 //! The survey of a store directory: which files exist, by name and length, without reading
 //! their content. Naming rules are the store's (`docs/format.md` §1): segments and queue files
 //! are named by 20 digits, queue directories by a valid topic name and a decimal queue id (or
-//! `__delay/<level>`); anything else is listed as a stranger.
+//! `__delay/<level>`, `__timer/<slot>`), decision files by a timed-queue id and 20 digits
+//! (`decisions/<id>/<first slot>`); anything else is listed as a stranger.
 
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::CHECKPOINT_FILE;
 use crate::commit_log::preallocate::PREPARING_SUFFIX;
 use crate::commit_log::COMMIT_LOG_DIR;
-use crate::consume_queue::{queue_dir, QueueKey, CONSUME_QUEUE_DIR, DELAY_DIR};
+use crate::consume_queue::{
+    queue_dir, QueueKey, TimedQueue, CONSUME_QUEUE_DIR, DELAY_DIR, TIMER_DIR,
+};
 use crate::consumer_offsets::OFFSETS_FILE;
+use crate::decisions::DECISIONS_DIR;
 use crate::error::{Error, Result};
 use crate::io::FileSystem;
 use crate::meta::META_FILE;
@@ -57,6 +61,19 @@ pub struct QueueFiles {
     pub files: Vec<QueueFile>,
 }
 
+/// A decision slot file (`decisions/<timed-queue id>/<first slot>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionFile {
+    /// The timed queue whose messages' decisions it holds (by their first queue).
+    pub queue: TimedQueue,
+    /// Index (in that queue) of its first slot, from its name.
+    pub first_slot: u64,
+    /// The file.
+    pub path: PathBuf,
+    /// Its length in bytes.
+    pub len_bytes: u64,
+}
+
 /// What a store directory holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreFiles {
@@ -68,7 +85,9 @@ pub struct StoreFiles {
     pub queues: Vec<QueueFiles>,
     /// Leftover `*.tmp` files of atomic replaces.
     pub temporaries: Vec<PathBuf>,
-    /// Names the store does not know, in `commitlog/` and `consumequeue/`.
+    /// Decision slot files, sorted by queue and first slot.
+    pub decisions: Vec<DecisionFile>,
+    /// Names the store does not know, in `commitlog/`, `consumequeue/` and `decisions/`.
     pub strangers: Vec<PathBuf>,
     /// Length of `meta`, `checkpoint` and `consumer_offsets`, when present.
     pub small_files: Vec<(PathBuf, u64)>,
@@ -117,19 +136,19 @@ impl StoreFiles {
                     out.strangers.push(topic_dir);
                     continue;
                 };
-                let topic_ok = topic == DELAY_DIR || validate_topic(&topic).is_ok();
+                let topic_ok =
+                    topic == DELAY_DIR || topic == TIMER_DIR || validate_topic(&topic).is_ok();
                 for id in ids {
-                    let key = match (topic_ok, topic == DELAY_DIR) {
+                    let key = match (topic_ok, topic.as_str()) {
                         (false, _) => None,
-                        (true, true) => id.parse::<u8>().ok().map(QueueKey::DelayLevel),
-                        (true, false) => {
-                            id.parse::<u32>().ok().filter(|q| *q < QUEUE_COUNT_MAX).map(
-                                |queue_id| QueueKey::Topic {
-                                    topic: topic.clone(),
-                                    queue_id,
-                                },
-                            )
-                        }
+                        (true, DELAY_DIR) => id.parse::<u8>().ok().map(QueueKey::DelayLevel),
+                        (true, TIMER_DIR) => id.parse::<u8>().ok().map(QueueKey::TimerSlot),
+                        (true, _) => id.parse::<u32>().ok().filter(|q| *q < QUEUE_COUNT_MAX).map(
+                            |queue_id| QueueKey::Topic {
+                                topic: topic.clone(),
+                                queue_id,
+                            },
+                        ),
                     };
                     let Some(key) = key else {
                         out.strangers.push(topic_dir.join(&id));
@@ -166,7 +185,45 @@ impl StoreFiles {
             }
             out.queues.sort_by(|a, b| a.key.cmp(&b.key));
         }
+        let decisions_root = dir.join(DECISIONS_DIR);
+        if fs.exists(&decisions_root) {
+            for id in list_sorted(fs, &decisions_root)? {
+                let column = decisions_root.join(&id);
+                let queue = id
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(TimedQueue::from_id)
+                    // Names are written by `to_id`: "007" is not a name the store makes.
+                    .filter(|queue| queue.to_id().to_string() == id);
+                let (Some(queue), Ok(names)) = (queue, list_sorted(fs, &column)) else {
+                    out.strangers.push(column);
+                    continue;
+                };
+                for name in names {
+                    let path = column.join(&name);
+                    match parse_offset_file_name(&name) {
+                        Some(first_slot) => {
+                            let len_bytes = fs.file_len(&path).map_err(|e| Error::io(&path, e))?;
+                            out.decisions.push(DecisionFile {
+                                queue,
+                                first_slot,
+                                path,
+                                len_bytes,
+                            });
+                        }
+                        None => out.strangers.push(path),
+                    }
+                }
+            }
+            out.decisions
+                .sort_by_key(|f| (f.queue.to_id(), f.first_slot));
+        }
         Ok(out)
+    }
+
+    /// Bytes of every decision file.
+    pub fn decision_bytes(&self) -> u64 {
+        self.decisions.iter().map(|f| f.len_bytes).sum()
     }
 
     /// Bytes of every segment file.

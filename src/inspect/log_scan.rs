@@ -38,8 +38,8 @@ pub struct RecordAt {
 
 /// What a scan reports, in log order. Every method has a default that ignores the event.
 pub trait ScanVisitor {
-    /// A message or delivery record that passed every check (header, length, position, CRC,
-    /// topic and key).
+    /// A record other than a filler (message, delivery, hop, cancel or discard) that passed
+    /// every check (header, length, position, CRC, topic, key, origin reference).
     fn record(&mut self, _at: &RecordAt, _record: &RecordView<'_>) {}
     /// A filler record that passed its checks (CRC of its header, ends at the segment's end).
     fn filler(&mut self, _at: &RecordAt, _header: &RecordHeader) {}
@@ -259,7 +259,11 @@ impl SegmentScan<'_> {
                     visitor.filler(&at, &header);
                 }
             }
-            RecordKind::Message | RecordKind::Delivery => match decode_record(bytes, log_offset) {
+            RecordKind::Message
+            | RecordKind::Delivery
+            | RecordKind::Hop
+            | RecordKind::Cancel
+            | RecordKind::Discard => match decode_record(bytes, log_offset) {
                 Ok(record) => {
                     if let Some(visitor) = visitor {
                         visitor.record(&at, &record);

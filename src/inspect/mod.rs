@@ -12,12 +12,14 @@
 //! - [`queue_reader`]: buffered reading of one consume queue's entries;
 //! - [`problem`]: a problem found, positioned by file and byte offset;
 //! - [`verify`]: the whole-store check (`delaystore verify`);
-//! - [`delay_state`]: whether a delayed message is pending, delivered or cancelled;
+//! - [`delay_state`]: whether a delayed message is pending, delivered, cancelled or discarded;
+//! - [`delay_ledger`]: what `verify` keeps of every timed-queue entry and delayed message;
 //! - [`dump`]: records selected by a filter (`delaystore dump`);
 //! - [`overview`]: segments, queues, levels, consumers and disk usage (`delaystore inspect`);
 //! - [`recovery_plan`]: recovery's own code run over a read-only view (`recover --dry-run`);
 //! - [`replay`]: re-posting chosen messages with an idempotency key (`delaystore replay`).
 
+pub mod delay_ledger;
 pub mod delay_state;
 pub mod dump;
 pub mod files;

@@ -1,24 +1,29 @@
 //! `inspect`: what a store holds, from its files alone (read-only, no recovery): segments and
 //! their offset ranges, queues and their entry counts, pending messages per delay level with
-//! the next and the last due time, consumer groups and their lag, disk usage.
+//! the next and the last due time, pending messages per timer tier (arbitrary delays, by delay
+//! horizon), consumer groups and their lag, disk usage.
 //!
-//! Delivery progress is the checkpoint's level cursors advanced by the deliveries found after
-//! the checkpoint's end (the same derivation recovery makes); queue entry counts are what the
-//! files hold (after a crash, entries not yet dispatched are missing until the next open).
+//! Delivery progress is the checkpoint's timed-queue cursors advanced by the delivery, hop and
+//! discard records found after the checkpoint's end (the same derivation recovery makes);
+//! queue entry counts are what the files hold (after a crash, entries not yet dispatched are
+//! missing until the next open).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::Checkpoint;
-use crate::commit_log::record::{OriginRef, RecordHeader, RecordKind, RecordView};
+use crate::commit_log::record::{
+    decode_header, OriginRef, RecordHeader, RecordKind, RecordView, HEADER_BYTES,
+};
 use crate::consume_queue::entry::Entry;
-use crate::consume_queue::QueueKey;
+use crate::consume_queue::{QueueKey, TimedQueue};
 use crate::consumer_offsets::{decode_offsets, OFFSETS_FILE};
 use crate::error::{DecodeError, Result};
-use crate::io::FileSystem;
+use crate::io::{FileSystem, OpenMode};
 use crate::meta::StoreMeta;
+use crate::timer::{slot_tier, TIER_BITS};
 
-use super::files::StoreFiles;
+use super::files::{SegmentFile, StoreFiles};
 use super::log_scan::{scan_log, RecordAt, ScanVisitor};
 use super::queue_reader::{EntryLookup, QueueReader};
 use super::verify::CheckpointFacts;
@@ -68,6 +73,30 @@ pub struct LevelInfo {
     pub last_due_ms: Option<u64>,
 }
 
+/// One tier of the timer wheel (messages with arbitrary delays): tier `t` holds messages with
+/// `[32^t, 32^(t+1))` ms to go when they entered it, in 32 slot queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierInfo {
+    /// The tier (0..8).
+    pub tier: u32,
+    /// Its granule in ms (32^t): its slots release entries at granule starts.
+    pub granule_ms: u64,
+    /// Slots of the tier with a queue on disk.
+    pub slots: u64,
+    /// Entries of its slot queues (messages put into it and hops into it).
+    pub entries: u64,
+    /// Of which consumed (delivered, hopped down or discarded).
+    pub consumed: u64,
+    /// Entries minus consumed: messages waiting in this tier.
+    pub pending: u64,
+    /// Earliest release time among its slots' heads (no message of the tier is due earlier).
+    pub next_release_ms: Option<u64>,
+    /// The latest due time among the last entries of its slots (entries of one granule are
+    /// not sorted by due time: a message of the same granule may be due later, by less than
+    /// `granule_ms`).
+    pub last_due_ms: Option<u64>,
+}
+
 /// One consumer group's position in one queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerInfo {
@@ -92,6 +121,8 @@ pub struct DiskUsage {
     pub commit_log_bytes: u64,
     /// Queue files.
     pub consume_queue_bytes: u64,
+    /// Decision slot files (their length: they are sparse, so they may take less).
+    pub decision_bytes: u64,
     /// meta, checkpoint, consumer offsets, leftovers.
     pub small_file_bytes: u64,
 }
@@ -107,6 +138,8 @@ pub struct Overview {
     pub queues: Vec<QueueInfo>,
     /// Delay levels with a queue.
     pub levels: Vec<LevelInfo>,
+    /// Timer tiers with a slot queue.
+    pub tiers: Vec<TierInfo>,
     /// Consumer positions (empty if the file is missing or does not decode).
     pub consumers: Vec<ConsumerInfo>,
     /// Why the consumer offsets could not be read, if so.
@@ -120,14 +153,30 @@ pub struct Overview {
 }
 
 impl Overview {
-    /// Earliest due time among pending messages.
+    /// Earliest due time among pending messages (for arbitrary delays, the release time of
+    /// their granule: never later than the true due time, as the store's own statistics).
     pub fn next_due_ms(&self) -> Option<u64> {
-        self.levels.iter().filter_map(|l| l.next_due_ms).min()
+        let levels = self.levels.iter().filter_map(|l| l.next_due_ms);
+        let tiers = self.tiers.iter().filter_map(|t| t.next_release_ms);
+        levels.chain(tiers).min()
     }
 
-    /// Latest due time among pending messages.
+    /// Latest due time among pending messages (see [`TierInfo::last_due_ms`]).
     pub fn horizon_ms(&self) -> Option<u64> {
-        self.levels.iter().filter_map(|l| l.last_due_ms).max()
+        let levels = self.levels.iter().filter_map(|l| l.last_due_ms);
+        let tiers = self.tiers.iter().filter_map(|t| t.last_due_ms);
+        levels.chain(tiers).max()
+    }
+
+    /// Pending delayed messages, delay levels and timer tiers together.
+    pub fn pending_delayed(&self) -> u64 {
+        self.levels.iter().map(|l| l.pending).sum::<u64>()
+            + self.tiers.iter().map(|t| t.pending).sum::<u64>()
+    }
+
+    /// First log offset still stored (retention deletes the oldest segments).
+    pub fn log_start_offset(&self) -> u64 {
+        self.segments.first().map_or(0, |s| s.base_offset)
     }
 }
 
@@ -147,9 +196,9 @@ pub fn overview(
         progress,
         total: files.segment_bytes(),
     };
-    for (level, delivered) in checkpoint.iter().flat_map(|c| c.level_cursors.iter()) {
-        let cursor = tail.cursors.entry(*level).or_insert(0);
-        *cursor = (*cursor).max(*delivered);
+    for (queue, consumed) in checkpoint.iter().flat_map(|c| c.cursors.iter()) {
+        let cursor = tail.cursors.entry(*queue).or_insert(0);
+        *cursor = (*cursor).max(*consumed);
     }
     scan_log(fs, &files.segments, from, &mut tail)?;
     let log_end_offset = tail
@@ -178,9 +227,16 @@ pub fn overview(
         })
         .collect();
     let mut topic_ends: BTreeMap<(String, u32), u64> = BTreeMap::new();
+    let mut tiers: BTreeMap<u32, TierInfo> = BTreeMap::new();
     for queue in &files.queues {
         let mut reader = QueueReader::new(queue.clone());
         let entries = reader.written_count(fs)?;
+        let mut entry_time = |index: u64| -> Result<Option<Entry>> {
+            Ok(match reader.get(fs, index)? {
+                EntryLookup::Entry { entry, .. } => Some(entry),
+                EntryLookup::Unwritten { .. } | EntryLookup::NoFile => None,
+            })
+        };
         out.queues.push(QueueInfo {
             key: queue.key.clone(),
             files: queue.files.len() as u64,
@@ -192,19 +248,13 @@ pub fn overview(
                 topic_ends.insert((topic.clone(), *queue_id), entries);
             }
             QueueKey::DelayLevel(level) => {
-                let delivered = tail.cursors.get(level).copied().unwrap_or(0);
+                let delivered = tail.cursor(TimedQueue::Level(*level));
                 let pending = entries.saturating_sub(delivered);
-                let mut due = |index: u64| -> Result<Option<u64>> {
-                    Ok(match reader.get(fs, index)? {
-                        EntryLookup::Entry {
-                            entry: Entry { time_ms, .. },
-                            ..
-                        } => Some(time_ms),
-                        EntryLookup::Unwritten { .. } | EntryLookup::NoFile => None,
-                    })
-                };
                 let (next_due_ms, last_due_ms) = if pending > 0 {
-                    (due(delivered)?, due(entries - 1)?)
+                    (
+                        entry_time(delivered)?.map(|e| e.time_ms),
+                        entry_time(entries - 1)?.map(|e| e.time_ms),
+                    )
                 } else {
                     (None, None)
                 };
@@ -221,8 +271,45 @@ pub fn overview(
                     last_due_ms,
                 });
             }
+            QueueKey::TimerSlot(slot) => {
+                let consumed = tail.cursor(TimedQueue::TimerSlot(*slot));
+                let pending = entries.saturating_sub(consumed);
+                let tier = slot_tier(*slot);
+                let (head, last) = if pending > 0 {
+                    (entry_time(consumed)?, entry_time(entries - 1)?)
+                } else {
+                    (None, None)
+                };
+                // A slot entry's time is its granule's start; the due time is in the record
+                // (the message, or the hop that moved it here).
+                let last_due_ms = last.and_then(|e| read_header(fs, &files.segments, e.log_offset));
+                let info = tiers.entry(tier).or_insert_with(|| TierInfo {
+                    tier,
+                    granule_ms: 1 << (tier * TIER_BITS),
+                    slots: 0,
+                    entries: 0,
+                    consumed: 0,
+                    pending: 0,
+                    next_release_ms: None,
+                    last_due_ms: None,
+                });
+                info.slots += 1;
+                info.entries += entries;
+                info.consumed += consumed.min(entries);
+                info.pending += pending;
+                if let Some(head) = head {
+                    let next = info
+                        .next_release_ms
+                        .map_or(head.time_ms, |t| t.min(head.time_ms));
+                    info.next_release_ms = Some(next);
+                }
+                if let Some(due) = last_due_ms.map(|h| h.due_ms) {
+                    info.last_due_ms = Some(info.last_due_ms.map_or(due, |d| d.max(due)));
+                }
+            }
         }
     }
+    out.tiers = tiers.into_values().collect();
     let offsets_path = dir.join(OFFSETS_FILE);
     if fs.exists(&offsets_path) {
         let table = fs
@@ -252,6 +339,7 @@ pub fn overview(
     out.disk = DiskUsage {
         commit_log_bytes: files.segment_bytes() + file_lengths(fs, &files.preparing),
         consume_queue_bytes: files.queue_bytes(),
+        decision_bytes: files.decision_bytes(),
         small_file_bytes: files.small_files.iter().map(|(_, len)| len).sum::<u64>()
             + file_lengths(fs, &files.temporaries),
     };
@@ -259,29 +347,53 @@ pub fn overview(
     Ok(out)
 }
 
+/// The header of the record at `log_offset`, if a segment holds a valid one there.
+fn read_header(
+    fs: &dyn FileSystem,
+    segments: &[SegmentFile],
+    log_offset: u64,
+) -> Option<RecordHeader> {
+    let at = segments.partition_point(|s| s.base_offset <= log_offset);
+    let segment = segments.get(at.checked_sub(1)?)?;
+    let file = fs.open_mapped(&segment.path, OpenMode::Existing).ok()?;
+    let mut bytes = [0u8; HEADER_BYTES];
+    file.read_at(log_offset - segment.base_offset, &mut bytes)
+        .ok()?;
+    decode_header(&bytes, log_offset).ok()
+}
+
 fn file_lengths(fs: &dyn FileSystem, paths: &[PathBuf]) -> u64 {
     paths.iter().filter_map(|p| fs.file_len(p).ok()).sum()
 }
 
-/// Follows the log after the checkpoint: deliveries advance their level's cursor; the first
-/// zero header or damage is the end.
+/// Follows the log after the checkpoint: delivery, hop and discard records advance the
+/// cursor of the timed queue whose entry they consume; the first zero header or damage is the
+/// end.
 struct Tail<'a> {
-    cursors: BTreeMap<u8, u64>,
+    /// By timed-queue id.
+    cursors: BTreeMap<u16, u64>,
     end: Option<u64>,
     progress: &'a mut dyn FnMut(u64, u64),
     total: u64,
 }
 
+impl Tail<'_> {
+    fn cursor(&self, queue: TimedQueue) -> u64 {
+        self.cursors.get(&queue.to_id()).copied().unwrap_or(0)
+    }
+}
+
 impl ScanVisitor for Tail<'_> {
     fn record(&mut self, _at: &RecordAt, record: &RecordView<'_>) {
         match record.header.kind {
-            RecordKind::Delivery => {
+            RecordKind::Delivery | RecordKind::Hop | RecordKind::Discard => {
                 if let Ok(origin) = OriginRef::decode(record.body) {
-                    let cursor = self.cursors.entry(record.header.delay_level).or_insert(0);
-                    *cursor = (*cursor).max(origin.level_queue_offset.saturating_add(1));
+                    let cursor = self.cursors.entry(origin.source.to_id()).or_insert(0);
+                    *cursor = (*cursor).max(origin.source_offset.saturating_add(1));
                 }
             }
-            RecordKind::Message | RecordKind::Filler => {}
+            // A cancel consumes no entry: the discard that follows when it falls due does.
+            RecordKind::Cancel | RecordKind::Message | RecordKind::Filler => {}
         }
     }
 

@@ -49,10 +49,21 @@ pub enum ProblemKind {
     LeftoverTemp,
     /// A record's properties do not decode (a pull of it fails).
     BadProperties,
-    /// A delivery names no delayed message of its level at that position.
+    /// A delivery, hop, cancel or discard names a timed-queue entry that does not stand for
+    /// the message it names (or no entry at all).
     BadOrigin,
     /// A delayed message delivered twice.
     DuplicateDelivery,
+    /// A timed-queue entry consumed by two records (delivered, hopped or discarded twice).
+    EntryConsumedTwice,
+    /// A delayed message both delivered and cancelled, or cancelled twice.
+    ConflictingDecision,
+    /// A delivery or cancel whose decision slot does not name it: an error below the
+    /// checkpoint (slots are synced before it), a warning after it (recovery rewrites it).
+    DecisionSlotMissing,
+    /// A decision slot that no record confirms: it outlived its record in a crash; the store
+    /// ignores it (warning).
+    DecisionSlotStale,
     /// Records of one queue skip queue offsets.
     QueueOffsetGap,
     /// Two records claim the same queue offset.
@@ -66,7 +77,8 @@ pub enum ProblemKind {
     QueueEntryNotDispatched,
     /// Entries after the last record of their queue (pointing past the log, or at damage).
     QueueEntriesPastLog,
-    /// A queue's files do not start at entry 0 or are not contiguous.
+    /// A queue's files are not contiguous, or do not start at entry 0 while the log starts at
+    /// offset 0.
     QueueFileGap,
     /// A queue file whose length is not a whole number of entries, or that overlaps the next.
     QueueFileSize,
@@ -82,8 +94,12 @@ pub enum ProblemKind {
     CheckpointNotAtRecordEnd,
     /// A queue's entry count in the checkpoint differs from the records below its log end.
     CheckpointQueueCount,
-    /// A level's delivered count in the checkpoint differs from the deliveries below its end.
+    /// A timed queue's consumed count in the checkpoint differs from the delivery, hop and
+    /// discard records below its end.
     CheckpointCursor,
+    /// A segment's retention references in the checkpoint differ from the records below its
+    /// end.
+    CheckpointSegmentRefs,
     /// The `meta` file is missing or does not decode.
     MetaCorrupt,
     /// The `consumer_offsets` file does not decode.
@@ -107,6 +123,10 @@ impl ProblemKind {
             ProblemKind::BadProperties => "bad_properties",
             ProblemKind::BadOrigin => "bad_origin",
             ProblemKind::DuplicateDelivery => "duplicate_delivery",
+            ProblemKind::EntryConsumedTwice => "entry_consumed_twice",
+            ProblemKind::ConflictingDecision => "conflicting_decision",
+            ProblemKind::DecisionSlotMissing => "decision_slot_missing",
+            ProblemKind::DecisionSlotStale => "decision_slot_stale",
             ProblemKind::QueueOffsetGap => "queue_offset_gap",
             ProblemKind::QueueOffsetRepeated => "queue_offset_repeated",
             ProblemKind::QueueEntryMissing => "queue_entry_missing",
@@ -122,6 +142,7 @@ impl ProblemKind {
             ProblemKind::CheckpointNotAtRecordEnd => "checkpoint_not_at_record_end",
             ProblemKind::CheckpointQueueCount => "checkpoint_queue_count",
             ProblemKind::CheckpointCursor => "checkpoint_cursor",
+            ProblemKind::CheckpointSegmentRefs => "checkpoint_segment_refs",
             ProblemKind::MetaCorrupt => "meta_corrupt",
             ProblemKind::ConsumerOffsetsCorrupt => "consumer_offsets_corrupt",
             ProblemKind::ConsumerOffsetPastEnd => "consumer_offset_past_end",

@@ -176,12 +176,14 @@ impl QueueReader {
         Ok(next)
     }
 
-    /// Written entries (length field not 0) at or after `from`, read in large blocks: how many,
-    /// and the first one's file, byte offset and index.
+    /// Written entries (length field not 0) at or after `from` that point at or after
+    /// `min_log_offset` (entries into segments retention deleted are left out), read in large
+    /// blocks: how many, and the first one's file, byte offset and index.
     pub fn written_from(
         &mut self,
         fs: &dyn FileSystem,
         from: u64,
+        min_log_offset: u64,
     ) -> Result<(u64, Option<EntryPlace>)> {
         const SCAN_ENTRIES: u64 = 64 * 1024;
         let mut count = 0u64;
@@ -203,7 +205,7 @@ impl QueueReader {
                     .read_at(within * ENTRY_BYTES as u64, &mut bytes)
                     .map_err(|e| Error::io(&file.path, e))?;
                 for (i, entry) in bytes.chunks_exact(ENTRY_BYTES).enumerate() {
-                    if Entry::decode(entry).is_ok() {
+                    if Entry::decode(entry).is_ok_and(|e| e.log_offset >= min_log_offset) {
                         count += 1;
                         if first.is_none() {
                             let at = within + i as u64;

@@ -151,7 +151,10 @@ fn is_preparation(change: &Change) -> bool {
         Change::CreateFile { path, .. }
         | Change::Write { path, .. }
         | Change::ZeroTail { path, .. } => preparing(path),
-        Change::CreateDir { .. } | Change::WriteFile { .. } | Change::Remove { .. } => false,
+        Change::CreateDir { .. }
+        | Change::SetLen { .. }
+        | Change::WriteFile { .. }
+        | Change::Remove { .. } => false,
     }
 }
 

@@ -104,7 +104,10 @@ impl ReplayItem {
             key: self.source.key.clone(),
             properties,
             body: self.source.body.clone(),
+            // A replay re-posts what consumers already saw: at once, whatever its delay was.
             delay_level: 0,
+            delay_ms: None,
+            deliver_at_ms: None,
         }
     }
 }

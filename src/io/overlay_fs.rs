@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{out_of_bounds, FileSystem, LockGuard, MappedFile, OpenMode};
+use super::{out_of_bounds, FileSystem, LockGuard, MappedFile, OpenMode, SlotFile};
 
 /// Granularity of the in-memory copy of changed bytes.
 const PAGE_BYTES: u64 = 4096;
@@ -67,6 +67,13 @@ pub enum Change {
         /// Bytes of the pages that held something.
         zeroed_bytes: u64,
     },
+    /// An existing file would be extended (with zeros) to this length.
+    SetLen {
+        /// The file.
+        path: PathBuf,
+        /// Its new length.
+        len_bytes: u64,
+    },
     /// A small file would be replaced whole.
     WriteFile {
         /// The file.
@@ -96,6 +103,7 @@ impl Change {
             | Change::CreateFile { path, .. }
             | Change::Write { path, .. }
             | Change::ZeroTail { path, .. }
+            | Change::SetLen { path, .. }
             | Change::WriteFile { path, .. }
             | Change::Remove { path } => path,
             Change::Rename { to, .. } => to,
@@ -244,6 +252,84 @@ impl PagedFile {
         self.read_base_cached(start, &mut data)?;
         Ok(data.into_boxed_slice())
     }
+
+    /// Reads `buf.len()` bytes at `offset` of the current content (changed pages over real
+    /// bytes), refusing reads past `limit`.
+    fn read_paged(&self, offset: u64, buf: &mut [u8], limit: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|end| *end <= limit)
+            .ok_or_else(|| out_of_bounds("read", offset, buf.len() as u64, limit))?;
+        let pages = self.pages.lock();
+        let first = offset / PAGE_BYTES;
+        let last = end.saturating_sub(1) / PAGE_BYTES;
+        if buf.is_empty() || pages.range(first..=last).next().is_none() {
+            drop(pages);
+            return self.read_base_cached(offset, buf);
+        }
+        let mut at = offset;
+        let mut out = 0usize;
+        while at < end {
+            let index = at / PAGE_BYTES;
+            let page = self.page(index, &pages)?;
+            let within = usize::try_from(at - index * PAGE_BYTES).unwrap_or(0);
+            let take = usize::try_from((end - at).min(PAGE_BYTES - (at - index * PAGE_BYTES)))
+                .unwrap_or(0);
+            let (Some(dst), Some(src)) = (
+                buf.get_mut(out..out + take),
+                page.get(within..within + take),
+            ) else {
+                return Err(out_of_bounds("read", at, take as u64, self.len_bytes));
+            };
+            dst.copy_from_slice(src);
+            at += take as u64;
+            out += take;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` at `offset` into changed pages (never to disk) and journals the write.
+    fn write_paged(self: &Arc<Self>, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(bytes.len() as u64)
+            .filter(|end| *end <= self.len_bytes)
+            .ok_or_else(|| out_of_bounds("write", offset, bytes.len() as u64, self.len_bytes))?;
+        let mut current = vec![0u8; bytes.len()];
+        self.read_paged(offset, &mut current, self.len_bytes)?;
+        if current == bytes {
+            // Writing what is already there changes nothing: not a change to list (recovery's
+            // replay rewrites decision slots that are already on disk).
+            return Ok(());
+        }
+        let mut pages = self.pages.lock();
+        let mut at = offset;
+        let mut from = 0usize;
+        while at < end {
+            let index = at / PAGE_BYTES;
+            let mut page = self.page(index, &pages)?;
+            let within = usize::try_from(at - index * PAGE_BYTES).unwrap_or(0);
+            let take = usize::try_from((end - at).min(PAGE_BYTES - (at - index * PAGE_BYTES)))
+                .unwrap_or(0);
+            if let (Some(dst), Some(src)) = (
+                page.get_mut(within..within + take),
+                bytes.get(from..from + take),
+            ) {
+                dst.copy_from_slice(src);
+            }
+            pages.insert(index, page);
+            at += take as u64;
+            from += take;
+        }
+        drop(pages);
+        let mut state = self.state.lock();
+        remember(&mut state, self);
+        state.record(Change::Write {
+            path: self.path.clone(),
+            offset,
+            len_bytes: bytes.len() as u64,
+        });
+        Ok(())
+    }
 }
 
 /// A [`PagedFile`] as the store sees a mapped file.
@@ -263,74 +349,11 @@ impl MappedFile for OverlayMapped {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let limit = self.readable_bytes();
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|end| *end <= limit)
-            .ok_or_else(|| out_of_bounds("read", offset, buf.len() as u64, limit))?;
-        let file = &self.file;
-        let pages = file.pages.lock();
-        let first = offset / PAGE_BYTES;
-        let last = end.saturating_sub(1) / PAGE_BYTES;
-        if buf.is_empty() || pages.range(first..=last).next().is_none() {
-            drop(pages);
-            return file.read_base_cached(offset, buf);
-        }
-        let mut at = offset;
-        let mut out = 0usize;
-        while at < end {
-            let index = at / PAGE_BYTES;
-            let page = file.page(index, &pages)?;
-            let within = usize::try_from(at - index * PAGE_BYTES).unwrap_or(0);
-            let take = usize::try_from((end - at).min(PAGE_BYTES - (at - index * PAGE_BYTES)))
-                .unwrap_or(0);
-            let (Some(dst), Some(src)) = (
-                buf.get_mut(out..out + take),
-                page.get(within..within + take),
-            ) else {
-                return Err(out_of_bounds("read", at, take as u64, file.len_bytes));
-            };
-            dst.copy_from_slice(src);
-            at += take as u64;
-            out += take;
-        }
-        Ok(())
+        self.file.read_paged(offset, buf, self.readable_bytes())
     }
 
     fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        let file = &self.file;
-        let end = offset
-            .checked_add(bytes.len() as u64)
-            .filter(|end| *end <= file.len_bytes)
-            .ok_or_else(|| out_of_bounds("write", offset, bytes.len() as u64, file.len_bytes))?;
-        let mut pages = file.pages.lock();
-        let mut at = offset;
-        let mut from = 0usize;
-        while at < end {
-            let index = at / PAGE_BYTES;
-            let mut page = file.page(index, &pages)?;
-            let within = usize::try_from(at - index * PAGE_BYTES).unwrap_or(0);
-            let take = usize::try_from((end - at).min(PAGE_BYTES - (at - index * PAGE_BYTES)))
-                .unwrap_or(0);
-            if let (Some(dst), Some(src)) = (
-                page.get_mut(within..within + take),
-                bytes.get(from..from + take),
-            ) {
-                dst.copy_from_slice(src);
-            }
-            pages.insert(index, page);
-            at += take as u64;
-            from += take;
-        }
-        drop(pages);
-        let mut state = file.state.lock();
-        remember(&mut state, file);
-        state.record(Change::Write {
-            path: file.path.clone(),
-            offset,
-            len_bytes: bytes.len() as u64,
-        });
-        Ok(())
+        self.file.write_paged(offset, bytes)
     }
 
     fn publish(&self, readable_bytes: u64) {
@@ -374,6 +397,31 @@ impl MappedFile for OverlayMapped {
             zeroed_bytes,
         });
         Ok(zeroed_bytes)
+    }
+}
+
+/// A [`PagedFile`] as the store sees a slot file (decisions): the same in-memory pages, read
+/// and written in place.
+#[derive(Debug)]
+struct OverlaySlots {
+    file: Arc<PagedFile>,
+}
+
+impl SlotFile for OverlaySlots {
+    fn len_bytes(&self) -> u64 {
+        self.file.len_bytes
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_paged(offset, buf, self.file.len_bytes)
+    }
+
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_paged(offset, bytes)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -515,6 +563,64 @@ impl FileSystem for OverlayFs {
         }))
     }
 
+    fn open_slots(&self, path: &Path, len_bytes: u64) -> io::Result<Box<dyn SlotFile>> {
+        let mut state = self.state.lock();
+        let file = match state.files.get(path) {
+            Some(Entry::Mapped(file)) => file.clone(),
+            Some(Entry::Small(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{path:?} was written as a small file"),
+                ))
+            }
+            None if OverlayFs::real_visible(&state, path) && path.exists() => {
+                let base = File::open(path)?;
+                let base_len = base.metadata()?.len();
+                let file = Arc::new(PagedFile {
+                    path: path.to_path_buf(),
+                    base: Some(base),
+                    base_len,
+                    len_bytes: base_len.max(len_bytes),
+                    pages: Mutex::new(BTreeMap::new()),
+                    cache: Mutex::new(None),
+                    state: self.state.clone(),
+                });
+                if base_len < len_bytes {
+                    // As the real file system would: a size change lost in a power loss is
+                    // redone (in memory here).
+                    state
+                        .files
+                        .insert(path.to_path_buf(), Entry::Mapped(file.clone()));
+                    state.record(Change::SetLen {
+                        path: path.to_path_buf(),
+                        len_bytes,
+                    });
+                }
+                file
+            }
+            None => {
+                let file = Arc::new(PagedFile {
+                    path: path.to_path_buf(),
+                    base: None,
+                    base_len: 0,
+                    len_bytes,
+                    pages: Mutex::new(BTreeMap::new()),
+                    cache: Mutex::new(None),
+                    state: self.state.clone(),
+                });
+                state
+                    .files
+                    .insert(path.to_path_buf(), Entry::Mapped(file.clone()));
+                state.record(Change::CreateFile {
+                    path: path.to_path_buf(),
+                    len_bytes,
+                });
+                file
+            }
+        };
+        Ok(Box::new(OverlaySlots { file }))
+    }
+
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         let state = self.state.lock();
         match state.files.get(path) {
@@ -636,6 +742,45 @@ mod tests {
         assert_eq!(std::fs::read(&real).unwrap(), vec![7u8; 10_000]);
         assert!(!dir.path().join("x").exists());
         assert_eq!(fs.changes().len(), 5);
+    }
+
+    #[test]
+    fn slot_files_stay_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("slots");
+        std::fs::write(&real, vec![0u8; 16]).unwrap();
+        let fs = OverlayFs::new();
+        let slots = fs.open_slots(&real, 64).unwrap();
+        assert_eq!(slots.len_bytes(), 64);
+        slots.write_at(40, &[9; 8]).unwrap();
+        // Writing what is there already is not a change.
+        slots.write_at(0, &[0; 8]).unwrap();
+        let again = fs.open_slots(&real, 64).unwrap();
+        let mut buf = [0u8; 8];
+        again.read_at(40, &mut buf).unwrap();
+        assert_eq!(buf, [9; 8]);
+        assert!(again.read_at(60, &mut buf).is_err());
+        let fresh = fs.open_slots(&dir.path().join("new"), 32).unwrap();
+        assert_eq!(fresh.len_bytes(), 32);
+        assert!(fs.exists(&dir.path().join("new")));
+        // Nothing on disk changed.
+        assert_eq!(std::fs::read(&real).unwrap(), vec![0u8; 16]);
+        assert!(!dir.path().join("new").exists());
+        let changes = fs.changes();
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        assert!(matches!(changes[0], Change::SetLen { len_bytes: 64, .. }));
+        assert!(matches!(
+            changes[1],
+            Change::Write {
+                offset: 40,
+                len_bytes: 8,
+                ..
+            }
+        ));
+        assert!(matches!(
+            changes[2],
+            Change::CreateFile { len_bytes: 32, .. }
+        ));
     }
 
     #[test]
