@@ -1,15 +1,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The operator's commands after a crash, driving the built binary: `verify` (exit codes,
 //! positioned problems, refusing a live store, changing nothing), `recover` (and its dry run),
-//! `dump` filters, `replay` idempotency, `inspect`.
+//! `dump` filters, `replay` idempotency, `inspect`; stores with timer messages in flight,
+//! cancellations, and segments deleted by retention.
+
+mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use delaystore::{Options, Store};
+use std::sync::Arc;
+
+use delaystore::{ManualClock, Message, MessageId, Options, Store};
 use serde_json::{json, Value};
+use support::{eventually, Tail};
 
 const BIN: &str = env!("CARGO_BIN_EXE_delaystore");
 /// Level 1 is delivered within a test; level 2 stays pending.
@@ -636,4 +643,348 @@ fn inspect_and_stats_report_levels_segments_and_lag() {
     assert_eq!(stats["horizon_ms"], view["horizon_ms"]);
     assert!(stats["segment_files"].as_array().unwrap().len() > 1);
     assert!(stats["disk_bytes"]["total"].as_u64().unwrap() > 0);
+}
+
+/// Start of every manual clock (a multiple of 2048 ms, so granule boundaries are known).
+const T0: u64 = 1_700_000_000_000;
+const HOUR_MS: u64 = 3_600_000;
+
+/// Runs verify and checks it exits 0 with no error (warnings allowed); returns its summary.
+fn verify_clean(dir: &Path) -> Value {
+    let out = run(dir, &["verify"], None);
+    let errors: Vec<&Value> = problems(&out)
+        .into_iter()
+        .filter(|p| p["severity"] == json!("error"))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    summary(&out).clone()
+}
+
+#[test]
+fn dump_selects_a_cancelled_message_by_state() {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(
+        dir.path(),
+        &["init", "--queues", "1", "--segment-bytes", "65536"],
+        None,
+    );
+    let lines = [
+        json!({"topic": "jobs", "body": "now"}),
+        json!({"topic": "jobs", "body": "in-an-hour", "delay_ms": HOUR_MS}),
+        json!({"topic": "jobs", "body": "cancel-me", "delay_ms": HOUR_MS}),
+        json!({"topic": "jobs", "body": "tomorrow", "delay_ms": 24 * HOUR_MS}),
+    ]
+    .map(|l| l.to_string())
+    .join("\n");
+    let acks = run_ok(dir.path(), &["put"], Some(&(lines + "\n"))).stdout;
+    let victim = acks[2]["id"].as_str().unwrap().to_owned();
+    let cancelled = run_ok(dir.path(), &["cancel", &victim], None).stdout;
+    assert_eq!(cancelled[0]["outcome"], json!("cancelled"));
+    let dump = |args: &[&str]| -> Vec<Value> {
+        let mut full = vec!["dump"];
+        full.extend_from_slice(args);
+        run_ok(dir.path(), &full, None).stdout
+    };
+
+    let only = dump(&["--state", "cancelled"]);
+    assert_eq!(only.len(), 1, "{only:?}");
+    assert_eq!(only[0]["id"], json!(victim));
+    assert_eq!(only[0]["body"], json!("cancel-me"));
+    assert_eq!(only[0]["state"], json!("cancelled"));
+    assert!(only[0]["cancel_id"].is_string() && only[0]["cancelled_ms"].is_u64());
+    assert!(only[0]["delay_queue"]
+        .as_str()
+        .unwrap()
+        .starts_with("__timer/"));
+    // Arbitrary delays have a due time too.
+    assert_eq!(
+        only[0]["due_ms"].as_u64().unwrap(),
+        only[0]["store_ms"].as_u64().unwrap() + HOUR_MS
+    );
+    let pending = dump(&["--state", "pending"]);
+    let bodies: BTreeSet<&str> = pending
+        .iter()
+        .map(|r| r["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, BTreeSet::from(["in-an-hour", "tomorrow"]));
+    assert_eq!(dump(&["--state", "immediate"]).len(), 1);
+    assert_eq!(dump(&["--time", "due", "--since-ms", "1"]).len(), 3);
+    // The message's history: itself and the cancel record naming it.
+    let history = dump(&["--id", &victim, "--control"]);
+    let kinds: Vec<&str> = history
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["message", "cancel"], "{history:?}");
+    assert_eq!(history[1]["origin_id"], json!(victim));
+    assert_eq!(history[1]["state"], json!("cancelled"));
+    assert_eq!(history[1]["topic"], Value::Null);
+    // Control records follow their message's topic.
+    assert_eq!(
+        dump(&["--topic", "jobs", "--control", "--state", "cancelled"]).len(),
+        2
+    );
+    assert_eq!(dump(&["--topic", "other", "--control"]).len(), 0);
+
+    let s = verify_clean(dir.path());
+    assert_eq!(s["warnings"], json!(0));
+    assert_eq!(s["cancels"], json!(1));
+    assert_eq!(s["cancelled_messages"], json!(1));
+    assert_eq!(s["pending_delayed"], json!(2));
+    assert_eq!(s["decision_slots"], json!(1));
+}
+
+/// Puts messages with delays spread over milliseconds to days, cancels some, and moves a
+/// manual clock so that some were delivered, some hopped down the wheel and wait in a lower
+/// tier, and some cancelled ones fell due and were discarded.
+#[test]
+fn verify_is_clean_with_timer_messages_in_flight_and_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let options = Options {
+        clock: Arc::new(clock.clone()),
+        ..common::small_options()
+    };
+    let store = common::open(dir.path(), options.clone());
+    let mut ids = Vec::new();
+    // Delay of each message put with an arbitrary delay below 5 s, by sequence number.
+    let short_delay_ms = |seq: u64| 1 + seq * 17 % 5_000;
+    for seq in 0..300u64 {
+        let message = Message::new("jobs", format!("job {seq}")).with_queue((seq % 2) as u32);
+        let message = match seq % 5 {
+            0 => message,
+            1 => message.with_delay_ms(short_delay_ms(seq)),
+            2 => message.with_delay_ms(HOUR_MS + seq),
+            3 => message.with_deliver_at_ms(T0 + 10 * 24 * HOUR_MS + seq),
+            // Level 1 is 1 s.
+            _ => message.with_delay_level(1),
+        };
+        ids.push(store.put(&message).unwrap().id);
+    }
+    // Cancel short ones (discarded when they fall due) and long ones (still pending).
+    let is_cancelled = |seq: u64| !seq.is_multiple_of(5) && seq % 25 < 5;
+    let cancelled: Vec<MessageId> = (0..300u64)
+        .filter(|seq| is_cancelled(*seq))
+        .map(|seq| ids[seq as usize])
+        .collect();
+    for id in &cancelled {
+        assert_eq!(
+            store.cancel(*id).unwrap(),
+            delaystore::CancelOutcome::Cancelled
+        );
+    }
+    // At T0 + 2,500 ms, the messages due by then are delivered, and those due in
+    // [T0 + 2,048, T0 + 3,072) left tier 2 (granule 1,024 ms) and wait in tiers 0 and 1.
+    let now_ms = 2_500;
+    let visible = (0..300u64)
+        .filter(|seq| match seq % 5 {
+            0 => true,
+            1 => short_delay_ms(*seq) <= now_ms && !is_cancelled(*seq),
+            4 => !is_cancelled(*seq),
+            _ => false,
+        })
+        .count();
+    let in_tier_2 = (0..300u64)
+        .filter(|seq| seq % 5 == 1 && short_delay_ms(*seq) >= 3_072)
+        .count() as u64;
+    let in_flight = (0..300u64)
+        .filter(|seq| {
+            let delay_ms = short_delay_ms(*seq);
+            seq % 5 == 1 && delay_ms > now_ms && delay_ms < 3_072 && !is_cancelled(*seq)
+        })
+        .count();
+    assert!(in_flight > 0);
+    clock.set_ms(T0 + now_ms);
+    let mut tail = Tail::new(&store, "jobs");
+    assert_eq!(tail.wait_for(&store, visible), visible);
+    let tier_2 = eventually(|| store.stats().pending_per_tier[2], &in_tier_2);
+    assert_eq!(tier_2, in_tier_2, "{:?}", store.stats());
+    tail.settle(&store);
+    assert_eq!(tail.got.len(), visible);
+    assert!(!tail.got.iter().any(|m| cancelled.contains(&m.id)));
+    let stats = store.stats();
+    store.close().unwrap();
+
+    let s = verify_clean(dir.path());
+    assert_eq!(s["warnings"], json!(0), "{s}");
+    assert!(s["hops"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["discards"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["cancels"], json!(cancelled.len()));
+    assert_eq!(s["cancelled_messages"], json!(cancelled.len()));
+    let pending: u64 = stats.pending_per_level.iter().map(|(_, c)| c).sum::<u64>()
+        + stats.pending_per_tier.iter().sum::<u64>();
+    // The store counts queue entries not yet consumed; cancelled ones still wait for theirs.
+    let cancelled_pending =
+        s["cancelled_messages"].as_u64().unwrap() - s["discards"].as_u64().unwrap();
+    assert_eq!(
+        s["pending_delayed"].as_u64().unwrap() + cancelled_pending,
+        pending
+    );
+    let view = summary(&run_ok(dir.path(), &["inspect"], None)).clone();
+    assert_eq!(view["pending_delayed"].as_u64(), Some(pending));
+    let tiers = view["pending_per_tier"].as_array().unwrap();
+    assert!(tiers
+        .iter()
+        .any(|t| t["tier"] == json!(0) || t["tier"] == json!(1)));
+    assert!(view["horizon_ms"].as_u64().unwrap() >= T0 + 10 * 24 * HOUR_MS);
+
+    // The same store after a crash in the middle of the next round, then after recovery.
+    let store = common::open(dir.path(), options.clone());
+    clock.set_ms(T0 + 4_000);
+    let mut tail = Tail::new(&store, "jobs");
+    tail.settle(&store);
+    store.simulate_crash();
+    verify_clean(dir.path());
+    run_ok(dir.path(), &["recover"], None);
+    let s = verify_clean(dir.path());
+    assert_eq!(s["warnings"], json!(0), "{s}");
+}
+
+/// Retention deleted the oldest segments (and queue files that pointed only into them): the
+/// log and queues no longer start at 0, entries and slots name deleted records. Not problems.
+#[test]
+fn verify_is_clean_after_retention_deleted_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let options = Options {
+        clock: Arc::new(clock.clone()),
+        retention_ms: Some(HOUR_MS),
+        ..common::small_options()
+    };
+    let fill = |store: &Store, count: usize| {
+        for seq in 0..count {
+            let body = vec![b'a' + (seq % 26) as u8; 1000];
+            store
+                .put(&Message::new("plain", body).with_queue(0))
+                .unwrap();
+        }
+    };
+    let store = common::open(dir.path(), options.clone());
+    fill(&store, 50);
+    let soon = store
+        .put(&Message::new("later", "soon").with_delay_ms(2_000))
+        .unwrap();
+    fill(&store, 100);
+    let pending = store
+        .put(&Message::new("later", "close order 7").with_delay_ms(5 * 24 * HOUR_MS))
+        .unwrap();
+    let dropped = store
+        .put(&Message::new("later", "never").with_delay_ms(3 * 24 * HOUR_MS))
+        .unwrap();
+    store.cancel(dropped.id).unwrap();
+    clock.set_ms(T0 + 2_000);
+    let mut tail = Tail::new(&store, "later");
+    assert_eq!(tail.wait_for(&store, 1), 1);
+    fill(&store, 200);
+    clock.set_ms(T0 + 2 * HOUR_MS);
+    fill(&store, 100);
+    let start = eventually(|| store.stats().log_start_offset > soon.id.0, &true);
+    assert!(start, "{:?}", store.stats());
+    store.close().unwrap();
+    let s = verify_clean(dir.path());
+    assert!(s["log_start_offset"].as_u64().unwrap() > 0, "{s}");
+    assert!(
+        s["log_start_offset"].as_u64().unwrap() <= pending.id.0,
+        "{s}"
+    );
+    assert_eq!(s["warnings"], json!(0), "{s}");
+
+    // The pending and the cancelled message fall due (delivered, discarded); their segment
+    // goes too.
+    let store = common::open(dir.path(), options.clone());
+    clock.set_ms(T0 + 5 * 24 * HOUR_MS);
+    let mut tail = Tail::new(&store, "later");
+    let delivered = eventually(
+        || {
+            tail.poll(&store);
+            tail.find(pending.id).is_some()
+        },
+        &true,
+    );
+    assert!(delivered);
+    let settled = eventually(|| store.stats().pending_per_tier.iter().sum::<u64>(), &0);
+    assert_eq!(settled, 0, "the cancelled message is discarded when due");
+    fill(&store, 100);
+    let start = eventually(|| store.stats().log_start_offset > pending.id.0, &true);
+    assert!(start, "{:?}", store.stats());
+    store.close().unwrap();
+    let s = verify_clean(dir.path());
+    assert_eq!(s["warnings"], json!(0), "{s}");
+    let plain_files = common::queue_files(dir.path(), "plain", 0);
+    assert!(
+        plain_files[0].0 > 0,
+        "queue files retained: {plain_files:?}"
+    );
+    let view = summary(&run_ok(dir.path(), &["inspect"], None)).clone();
+    assert_eq!(view["log_start_offset"], s["log_start_offset"]);
+    assert_eq!(view["pending_delayed"], json!(0));
+}
+
+/// A decision slot lost below the checkpoint is an error that names the file and offset; a
+/// slot no record confirms (it outlived its record) is a warning; recovery from the whole log
+/// (checkpoint moved aside, as the runbook says) writes the lost slot again.
+#[test]
+fn verify_checks_decision_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(
+        dir.path(),
+        &["init", "--queues", "1", "--segment-bytes", "65536"],
+        None,
+    );
+    let lines = [
+        json!({"topic": "jobs", "body": "keep", "delay_ms": HOUR_MS}),
+        json!({"topic": "jobs", "body": "cancel-me", "delay_ms": HOUR_MS}),
+    ]
+    .map(|l| l.to_string())
+    .join("\n");
+    let acks = run_ok(dir.path(), &["put"], Some(&(lines + "\n"))).stdout;
+    let victim = acks[1]["id"].as_str().unwrap().to_owned();
+    run_ok(dir.path(), &["cancel", &victim], None);
+    let record = run_ok(dir.path(), &["dump", "--id", &victim], None).stdout[0].clone();
+    let slot: u16 = record["delay_queue"].as_str().unwrap()["__timer/".len()..]
+        .parse()
+        .unwrap();
+    let index = record["queue_offset"].as_u64().unwrap();
+    let file = dir
+        .path()
+        .join("decisions")
+        .join((256 + slot).to_string())
+        .join(format!("{:020}", 0));
+    assert!(file.exists(), "{file:?}");
+
+    // A slot pointing past the log: the store ignores it.
+    let stale: u64 = 1 << 62 | 9_999_999;
+    write_at(&file, 1000 * 8, &stale.to_le_bytes());
+    let out = run(dir.path(), &["verify"], None);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let found = problems(&out);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["problem"], json!("decision_slot_stale"));
+    assert_eq!(found[0]["severity"], json!("warning"));
+    assert_eq!(found[0]["offset"], json!(8000));
+
+    // The cancelled message's slot lost: a released entry would be delivered.
+    write_at(&file, index * 8, &[0; 8]);
+    let out = run(dir.path(), &["verify"], None);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let lost: Vec<&Value> = problems(&out)
+        .into_iter()
+        .filter(|p| p["problem"] == json!("decision_slot_missing"))
+        .collect();
+    assert_eq!(lost.len(), 1, "{out:?}");
+    assert_eq!(lost[0]["severity"], json!("error"));
+    assert_eq!(lost[0]["file"], json!(file.display().to_string()));
+    assert_eq!(lost[0]["offset"], json!(index * 8));
+
+    std::fs::rename(
+        dir.path().join("checkpoint"),
+        dir.path().join("checkpoint.aside"),
+    )
+    .unwrap();
+    run_ok(dir.path(), &["recover"], None);
+    let s = verify_clean(dir.path());
+    assert_eq!(s["warnings"], json!(1), "only the stale slot is left: {s}");
+    let history = run_ok(dir.path(), &["dump", "--id", &victim], None).stdout;
+    assert_eq!(history[0]["state"], json!("cancelled"));
 }
