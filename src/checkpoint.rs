@@ -21,7 +21,7 @@ pub const CHECKPOINT_FILE: &str = "checkpoint";
 /// `DSCK`.
 pub const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DSCK");
 /// Checkpoint format version.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_VERSION: u32 = 2;
 const PAYLOAD_BYTES: usize = 32;
 
 /// The checkpoint's content.

@@ -26,6 +26,9 @@ use crate::naming::offset_file_name;
 pub const DECISIONS_DIR: &str = "decisions";
 /// Slots per decision file (512 KiB files).
 pub const DECISION_FILE_SLOTS: u64 = 64 * 1024;
+/// Most decision files kept open (each holds a file descriptor); a file closed to make room
+/// is synced first, so closing never loses a write the next checkpoint relies on.
+pub const OPEN_FILES_MAX: usize = 64;
 const SLOT_BYTES: u64 = 8;
 const OFFSET_MASK: u64 = (1 << 62) - 1;
 
@@ -117,8 +120,58 @@ impl Decisions {
         if !exists {
             self.fs.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
         }
+        if files.len() >= OPEN_FILES_MAX {
+            self.close_one(&mut files, (queue, first))?;
+        }
         files.insert((queue, first), file.clone());
         Ok(Some(file))
+    }
+
+    /// Closes one open file other than `keep`, after syncing it. A failed sync keeps the file
+    /// open and is returned: the next checkpoint's sync then fails too and poisons the store.
+    fn close_one(
+        &self,
+        files: &mut HashMap<(TimedQueue, u64), Arc<dyn SlotFile>>,
+        keep: (TimedQueue, u64),
+    ) -> Result<()> {
+        let Some(key) = files.keys().copied().find(|key| *key != keep) else {
+            return Ok(());
+        };
+        if let Some(file) = files.get(&key) {
+            file.sync()
+                .map_err(|e| Error::io(self.slot_path(key.0, key.1), e))?;
+        }
+        files.remove(&key);
+        Ok(())
+    }
+
+    /// Deletes the files of `queue` whose slots all lie below `index`: the messages first
+    /// indexed there are gone from the log (retention), so no one asks for their decisions.
+    pub fn retire_below(&self, queue: TimedQueue, index: u64) -> Result<()> {
+        let dir = self.column_dir(queue);
+        if !self.fs.exists(&dir) {
+            return Ok(());
+        }
+        let names = self.fs.list_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut removed = false;
+        for name in names {
+            let Some(first) = crate::naming::parse_offset_file_name(&name) else {
+                continue;
+            };
+            if first.saturating_add(DECISION_FILE_SLOTS) > index {
+                continue;
+            }
+            self.files.write().remove(&(queue, first));
+            let path = dir.join(&name);
+            self.fs
+                .remove_file(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            removed = true;
+        }
+        if removed {
+            self.fs.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(())
     }
 
     fn slot_path(&self, queue: TimedQueue, index: u64) -> PathBuf {

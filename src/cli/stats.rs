@@ -17,6 +17,7 @@ use super::{emit, open_store};
 pub fn run(dir: &Path) -> Result<i32, Error> {
     let store = open_store(dir, false)?;
     let stats = store.stats();
+    let outlook = store.due_outlook();
     let levels = store.delay_levels_ms();
     store.close()?;
     // The store is closed (its checkpoint clean): the files now say exactly what it held.
@@ -43,23 +44,26 @@ pub fn run(dir: &Path) -> Result<i32, Error> {
             })
         })
         .collect();
-    let pending_delayed = stats.pending_per_level.iter().map(|(_, c)| c).sum::<u64>()
-        + stats.pending_per_tier.iter().sum::<u64>();
     emit(&serde_json::json!({
         "messages": messages,
-        "pending_delayed": pending_delayed,
+        "pending_delayed": stats.pending_per_level.iter().map(|(_, c)| c).sum::<u64>()
+            + stats.pending_per_tier.iter().sum::<u64>(),
         "pending_per_level": pending,
-        "pending_per_tier": stats.pending_per_tier,
+        "pending_per_timer_tier": stats.pending_per_tier,
         "next_due_ms": stats.next_due_ms,
+        "due_per_second": outlook.due_per_second,
+        "overdue": outlook.overdue,
+        "delivery_lag_ms": outlook.delivery_lag_ms,
+        "outlook_truncated": outlook.truncated,
+        "cancelled": stats.cancelled,
+        "forced_deleted_messages": stats.forced_deleted_messages,
+        "undeliverable": stats.undeliverable,
         "levels_ms": levels,
         "consumer_lag": consumers,
         "log_start_offset": stats.log_start_offset,
         "log_end_offset": stats.written_end_offset,
         "segments": stats.segment_count,
         "segment_bytes": stats.segment_bytes_total,
-        "undeliverable": stats.undeliverable,
-        "cancelled": stats.cancelled,
-        "forced_deleted_messages": stats.forced_deleted_messages,
         "horizon_ms": files["horizon_ms"],
         "segment_files": files["segments"],
         "delay_levels": files["pending_per_level"],

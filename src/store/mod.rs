@@ -36,7 +36,10 @@ use crate::signal::Signal;
 use crate::timer::{slot_for, slot_tier};
 use crate::topic::{queue_for_key, validate_topic};
 
+pub use due_outlook::DueOutlook;
+
 mod delivery_host;
+mod due_outlook;
 mod retention;
 
 /// Name of the lock file inside the store directory.
@@ -638,6 +641,12 @@ impl Store {
     /// A snapshot of the store's state.
     pub fn stats(&self) -> Stats {
         self.inner.stats()
+    }
+
+    /// How many pending delayed messages fall due in each of the next 60 seconds, and how late
+    /// the oldest overdue one is: for admission control. Reads up to 200,000 queue entries.
+    pub fn due_outlook(&self) -> DueOutlook {
+        self.inner.due_outlook()
     }
 
     /// Closes the store: stops the background threads, syncs everything, and writes a clean

@@ -86,12 +86,18 @@ impl Inner {
             );
         }
         for (key, queue) in self.queues.all() {
-            let boundary = first_entry_at_or_after(&queue, start);
+            let gone = first_entry_at_or_after(&queue, start);
             let boundary = match key.as_ref().timed() {
-                // A timed queue keeps what its delivery dispatcher has not consumed (it
-                // discards entries whose records are gone).
-                Some(timed) => boundary.min(self.progress.cursors.delivered(timed)),
-                None => boundary,
+                Some(timed) => {
+                    // Messages first indexed below `gone` were deleted: so are their
+                    // decisions (entries are in log order and a message's first entry points
+                    // at the message itself).
+                    self.decisions.retire_below(timed, gone)?;
+                    // A timed queue keeps what its delivery dispatcher has not consumed (it
+                    // discards entries whose records are gone).
+                    gone.min(self.progress.cursors.delivered(timed))
+                }
+                None => gone,
             };
             queue.retire_before(boundary)?;
         }

@@ -249,7 +249,8 @@ impl Checker<'_, '_> {
         );
     }
 
-    /// The decision slot of a delivery or cancel names it. A slot naming a later record is
+    /// The decision slot of a delivery or cancel names it (unless retention deleted the
+    /// message, and with it its decision file). A slot naming a later record is
     /// checked with that record; one that is missing or names another record is an error
     /// below the checkpoint (slots are synced before each checkpoint: a released entry of a
     /// cancelled message would be delivered), a warning after it (recovery's replay writes
@@ -270,7 +271,8 @@ impl Checker<'_, '_> {
             }
             return;
         }
-        if later {
+        if later || origin.log_offset < self.log_start {
+            // Retention deletes the decision files of the messages it deleted.
             return;
         }
         let covered = self.covered(at.log_offset);
@@ -340,8 +342,8 @@ impl Checker<'_, '_> {
     /// Every slot set in the decision files that no delivery or cancel record confirmed: it
     /// outlived its record (a crash lost the record after the slot was written, and the offset
     /// may since hold another record). Readers check the record a slot points at and ignore
-    /// such a slot, so it is a warning. Slots pointing below the log's start name records
-    /// retention deleted: not checked.
+    /// such a slot, so it is a warning. Slots of messages retention deleted, or pointing below
+    /// the log's start, are not checked.
     pub(super) fn check_decision_files(&mut self, files: &StoreFiles) {
         for file in &files.decisions {
             if file.first_slot % DECISION_FILE_SLOTS != 0 {
@@ -385,7 +387,8 @@ impl Checker<'_, '_> {
                 let is_confirmed = confirmed
                     .get((bit / 64) as usize)
                     .is_some_and(|w| w & (1 << (bit % 64)) != 0);
-                if is_confirmed || found.record_offset() < self.log_start {
+                let message_deleted = self.ledger.slot(file.queue, index) == Slot::Retained;
+                if is_confirmed || message_deleted || found.record_offset() < self.log_start {
                     continue;
                 }
                 self.sink.add(
