@@ -2,7 +2,8 @@
 //! the message was first indexed (its first timed queue and its offset there).
 //!
 //! One column of 8-byte slots per timed queue, in slot files of [`DECISION_FILE_SLOTS`] under
-//! `decisions/<timed-queue id>/<first slot, 20 digits>`, created sparse on first use. A slot
+//! `decisions/<timed-queue id>/<first slot, 20 digits>`, created on first use ([`SlotFile`]:
+//! memory-mapped atomics on the real file system, so a lookup costs no system call). A slot
 //! holds `kind << 62 | log offset of the deciding record` (0 = undecided): the deciding record
 //! (a delivery or a cancel) is the truth, the slot only finds it. Derived data like the
 //! consume queues: written when the decision is taken and again by dispatch from the record
@@ -72,6 +73,9 @@ pub struct Decisions {
     dir: PathBuf,
     fs: Arc<dyn FileSystem>,
     files: RwLock<HashMap<(TimedQueue, u64), Arc<dyn SlotFile>>>,
+    /// Files known not to exist (only this store creates them, through [`Decisions::ensure`]),
+    /// so that looking up an undecided message costs no `stat`.
+    missing: RwLock<std::collections::HashSet<(TimedQueue, u64)>>,
 }
 
 impl Decisions {
@@ -81,6 +85,7 @@ impl Decisions {
             dir: store_dir.join(DECISIONS_DIR),
             fs,
             files: RwLock::new(HashMap::new()),
+            missing: RwLock::new(std::collections::HashSet::new()),
         }
     }
 
@@ -99,12 +104,17 @@ impl Decisions {
         if let Some(file) = self.files.read().get(&(queue, first)) {
             return Ok(Some(file.clone()));
         }
+        if !create && self.missing.read().contains(&(queue, first)) {
+            return Ok(None);
+        }
         let dir = self.column_dir(queue);
         let path = dir.join(offset_file_name(first));
         let exists = self.fs.exists(&path);
         if !exists && !create {
+            self.missing.write().insert((queue, first));
             return Ok(None);
         }
+        self.missing.write().remove(&(queue, first));
         let mut files = self.files.write();
         if let Some(file) = files.get(&(queue, first)) {
             return Ok(Some(file.clone()));
@@ -184,11 +194,17 @@ impl Decisions {
         let Some(file) = self.file(queue, index, false)? else {
             return Ok(None);
         };
-        let at = (index % DECISION_FILE_SLOTS) * SLOT_BYTES;
-        let mut slot = [0u8; SLOT_BYTES as usize];
-        file.read_at(at, &mut slot)
+        let slot = file
+            .load(index % DECISION_FILE_SLOTS)
             .map_err(|e| Error::io(self.slot_path(queue, index), e))?;
-        Ok(Decision::decode(u64::from_le_bytes(slot)))
+        Ok(Decision::decode(slot))
+    }
+
+    /// Makes sure the file holding entry `index`'s slot exists, so that a following
+    /// [`Decisions::set`] cannot fail for want of space: callers ensure it before they append
+    /// the deciding record.
+    pub fn ensure(&self, queue: TimedQueue, index: u64) -> Result<()> {
+        self.file(queue, index, true).map(|_| ())
     }
 
     /// Records a decision for entry `index` of `queue`.
@@ -196,8 +212,7 @@ impl Decisions {
         let Some(file) = self.file(queue, index, true)? else {
             return Ok(());
         };
-        let at = (index % DECISION_FILE_SLOTS) * SLOT_BYTES;
-        file.write_at(at, &decision.encode().to_le_bytes())
+        file.store(index % DECISION_FILE_SLOTS, decision.encode())
             .map_err(|e| Error::io(self.slot_path(queue, index), e))
     }
 

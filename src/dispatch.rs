@@ -279,6 +279,9 @@ pub fn dispatch_range(
             let wanted = only.is_none_or(|set| set.contains(&target.to_key()));
             if wanted {
                 let queue = queues.get_or_create(target)?;
+                if log.start_offset() > 0 {
+                    queue.start_at(header.queue_offset);
+                }
                 if header.queue_offset >= queue.entry_count() {
                     queue.append(header.queue_offset, &entry_for(&header, target))?;
                     entries += 1;

@@ -164,6 +164,15 @@ impl ConsumeQueue {
         Ok(retired.len())
     }
 
+    /// Lets an empty queue (no files) start at `index`: a queue rebuilt from a log whose first
+    /// segments retention deleted begins at its first surviving record's offset.
+    pub fn start_at(&self, index: u64) {
+        let files = self.files.read();
+        if files.is_empty() && self.entry_count() < index {
+            self.entry_count.store(index, Ordering::Release);
+        }
+    }
+
     /// Appends the entry at logical offset `index`, which must equal the entry count.
     pub fn append(&self, index: u64, entry: &Entry) -> Result<()> {
         let count = self.entry_count();

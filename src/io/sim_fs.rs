@@ -444,33 +444,34 @@ struct SimSlots {
     len_bytes: u64,
 }
 
-impl SlotFile for SimSlots {
-    fn len_bytes(&self) -> u64 {
-        self.len_bytes
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let inode = self.inode.lock();
-        let src = usize::try_from(offset)
-            .ok()
-            .and_then(|start| inode.data.get(start..start.checked_add(buf.len())?))
-            .ok_or_else(|| out_of_bounds("read", offset, buf.len() as u64, self.len_bytes))?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        let end = offset.checked_add(bytes.len() as u64);
-        if end.is_none_or(|end| end > self.len_bytes) {
-            return Err(out_of_bounds(
-                "write",
-                offset,
-                bytes.len() as u64,
-                self.len_bytes,
-            ));
+impl SimSlots {
+    fn start(&self, index: u64) -> io::Result<usize> {
+        let limit = self.len_bytes / 8;
+        if index >= limit {
+            return Err(out_of_bounds("slot", index, 8, limit));
         }
-        let start = usize::try_from(offset).map_err(|_| out_of_bounds("write", offset, 0, 0))?;
-        self.inode.lock().write(start, bytes);
+        usize::try_from(index * 8).map_err(|_| out_of_bounds("slot", index, 8, limit))
+    }
+}
+
+impl SlotFile for SimSlots {
+    fn slot_count(&self) -> u64 {
+        self.len_bytes / 8
+    }
+
+    fn load(&self, index: u64) -> io::Result<u64> {
+        let start = self.start(index)?;
+        let inode = self.inode.lock();
+        let mut slot = [0u8; 8];
+        if let Some(src) = inode.data.get(start..start + 8) {
+            slot.copy_from_slice(src);
+        }
+        Ok(u64::from_le_bytes(slot))
+    }
+
+    fn store(&self, index: u64, value: u64) -> io::Result<()> {
+        let start = self.start(index)?;
+        self.inode.lock().write(start, &value.to_le_bytes());
         Ok(())
     }
 

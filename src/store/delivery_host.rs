@@ -120,6 +120,7 @@ impl Inner {
     /// Appends a cancel record for a pending message and records the decision. The caller
     /// holds the decide lock and has checked there is no decision yet. Returns the log end.
     pub(super) fn cancel_pending(&self, origin: &OriginRef) -> Result<u64> {
+        self.decisions.ensure(origin.first, origin.first_offset)?;
         let appended = self.append_control(
             RecordKind::Cancel,
             &origin.encode(),
@@ -127,11 +128,7 @@ impl Inner {
             self.clock.now_ms(),
             |_, _| (0, 0),
         )?;
-        self.decisions.set(
-            origin.first,
-            origin.first_offset,
-            Decision::Cancelled(appended.placement.log_offset),
-        )?;
+        self.record_decision(origin, Decision::Cancelled(appended.placement.log_offset));
         self.cancelled.fetch_add(1, Ordering::Relaxed);
         Ok(appended.end_offset)
     }
@@ -163,6 +160,7 @@ impl Inner {
             }
         };
         let (topic, queue, due_ms) = (record.topic, record.header.queue_id, record.header.due_ms);
+        self.decisions.ensure(origin.first, origin.first_offset)?;
         let queue_count = self.meta.read().queue_count(topic).max(queue + 1);
         let body = origin.encode();
         let level = match origin.source {
@@ -193,12 +191,21 @@ impl Inner {
                 queue_offset,
             })
         })?;
-        self.decisions.set(
-            origin.first,
-            origin.first_offset,
-            Decision::Delivered(appended.placement.log_offset),
-        )?;
+        self.record_decision(origin, Decision::Delivered(appended.placement.log_offset));
         Ok(appended.end_offset)
+    }
+
+    /// Records a decision whose record is appended. Its slot's file exists (the caller ensured
+    /// it before appending), so this cannot fail for want of space; if it fails anyway the
+    /// error is reported, not returned: the record is in the log, so retrying the decision
+    /// would append a second one, and dispatch records the slot from the record soon after.
+    fn record_decision(&self, origin: &OriginRef, decision: Decision) {
+        if let Err(err) = self
+            .decisions
+            .set(origin.first, origin.first_offset, decision)
+        {
+            eprintln!("delaystore: recording a decision failed (dispatch will redo it): {err}");
+        }
     }
 }
 
@@ -252,7 +259,13 @@ impl DeliveryHost for Inner {
     }
 
     fn delivered(&self, queue: TimedQueue) -> u64 {
-        self.progress.cursors.delivered(queue)
+        // After retention, a queue rebuilt without a checkpoint may start above a cursor that
+        // no surviving record advanced: its entries below the start were consumed.
+        let first = self
+            .queues
+            .get(queue.queue_ref())
+            .map_or(0, |q| q.min_entry());
+        self.progress.cursors.delivered(queue).max(first)
     }
 
     fn store_ms(&self, entry: &Entry) -> Result<u64> {

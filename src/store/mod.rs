@@ -211,6 +211,10 @@ struct Inner {
     /// Time of the last checkpoint; also held while one is written, so that `flush` and the
     /// flusher never write the checkpoint's temporary file at the same time.
     last_checkpoint: Mutex<Instant>,
+    /// `last_record_offset` of the last checkpoint written: retention never deletes the
+    /// segment holding it or any later one, so the checkpoint a crash falls back to never
+    /// names a deleted record.
+    checkpointed_last_record: AtomicU64,
     recovery: RecoveryReport,
 }
 
@@ -331,6 +335,7 @@ impl Store {
             stopping: AtomicBool::new(false),
             stop_signal: Signal::new(),
             last_checkpoint: Mutex::new(Instant::now()),
+            checkpointed_last_record: AtomicU64::new(0),
             recovery,
             options,
         });
@@ -1047,6 +1052,8 @@ impl Inner {
         }
         .store(self.fs.as_ref(), &self.dir)?;
         *last_checkpoint = Instant::now();
+        self.checkpointed_last_record
+            .store(last_record_offset, Ordering::Release);
         Ok(())
     }
 

@@ -35,8 +35,10 @@ impl Inner {
         let mut remaining: u64 = segments.iter().map(|s| s.len_bytes()).sum();
         let now_ms = self.clock.now_ms();
         let first_unconsumed = self.first_unconsumed_offset()?;
-        // Only fully dispatched segments: their references are complete.
-        let dispatched = self.progress.dispatched_end();
+        // Only segments before the last checkpoint's last record: they are fully dispatched
+        // (their references are complete), and the checkpoint a crash falls back to names no
+        // deleted record.
+        let dispatched = self.checkpointed_last_record.load(Ordering::Acquire);
         let mut retire = 0;
         let mut forced_lost = 0;
         for pair in segments.windows(2) {
