@@ -407,17 +407,33 @@ struct OverlaySlots {
     file: Arc<PagedFile>,
 }
 
+/// Bytes of a slot (little-endian `u64`).
+const SLOT_BYTES: u64 = 8;
+
+impl OverlaySlots {
+    fn offset(&self, index: u64) -> io::Result<u64> {
+        index
+            .checked_mul(SLOT_BYTES)
+            .filter(|at| at.saturating_add(SLOT_BYTES) <= self.file.len_bytes)
+            .ok_or_else(|| out_of_bounds("slot", index, 1, self.slot_count()))
+    }
+}
+
 impl SlotFile for OverlaySlots {
-    fn len_bytes(&self) -> u64 {
-        self.file.len_bytes
+    fn slot_count(&self) -> u64 {
+        self.file.len_bytes / SLOT_BYTES
     }
 
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.file.read_paged(offset, buf, self.file.len_bytes)
+    fn load(&self, index: u64) -> io::Result<u64> {
+        let mut bytes = [0u8; SLOT_BYTES as usize];
+        self.file
+            .read_paged(self.offset(index)?, &mut bytes, self.file.len_bytes)?;
+        Ok(u64::from_le_bytes(bytes))
     }
 
-    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_paged(offset, bytes)
+    fn store(&self, index: u64, value: u64) -> io::Result<()> {
+        self.file
+            .write_paged(self.offset(index)?, &value.to_le_bytes())
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -751,17 +767,15 @@ mod tests {
         std::fs::write(&real, vec![0u8; 16]).unwrap();
         let fs = OverlayFs::new();
         let slots = fs.open_slots(&real, 64).unwrap();
-        assert_eq!(slots.len_bytes(), 64);
-        slots.write_at(40, &[9; 8]).unwrap();
-        // Writing what is there already is not a change.
-        slots.write_at(0, &[0; 8]).unwrap();
+        assert_eq!(slots.slot_count(), 8);
+        slots.store(5, 0x0909_0909_0909_0909).unwrap();
+        // Storing what is there already is not a change.
+        slots.store(0, 0).unwrap();
         let again = fs.open_slots(&real, 64).unwrap();
-        let mut buf = [0u8; 8];
-        again.read_at(40, &mut buf).unwrap();
-        assert_eq!(buf, [9; 8]);
-        assert!(again.read_at(60, &mut buf).is_err());
+        assert_eq!(again.load(5).unwrap(), 0x0909_0909_0909_0909);
+        assert!(again.load(8).is_err());
         let fresh = fs.open_slots(&dir.path().join("new"), 32).unwrap();
-        assert_eq!(fresh.len_bytes(), 32);
+        assert_eq!(fresh.slot_count(), 4);
         assert!(fs.exists(&dir.path().join("new")));
         // Nothing on disk changed.
         assert_eq!(std::fs::read(&real).unwrap(), vec![0u8; 16]);
