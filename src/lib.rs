@@ -83,6 +83,7 @@ pub mod delivery;
 pub mod dispatch;
 pub mod error;
 pub mod framed;
+pub mod inspect;
 pub mod io;
 pub mod message;
 pub mod meta;

@@ -1,10 +1,17 @@
-//! `delaystore stats`: the store's state as one JSON object.
+//! `delaystore stats`: the store's state as one JSON object: the open store's own statistics
+//! (pending messages per delay level and per timer tier, cancellations, forced deletions),
+//! then, once it is closed, the file-level facts of `inspect` (segment files with their offset
+//! ranges, disk usage, the delay horizon per level and tier).
 
 use std::path::Path;
 
 use delaystore::consume_queue::QueueKey;
 use delaystore::Error;
 
+use delaystore::inspect::overview::overview;
+use delaystore::io::OverlayFs;
+
+use super::inspect::overview_json;
 use super::{emit, open_store};
 
 pub fn run(dir: &Path) -> Result<i32, Error> {
@@ -13,6 +20,9 @@ pub fn run(dir: &Path) -> Result<i32, Error> {
     let outlook = store.due_outlook();
     let levels = store.delay_levels_ms();
     store.close()?;
+    // The store is closed (its checkpoint clean): the files now say exactly what it held.
+    let files = overview(&OverlayFs::new(), dir, &mut |_, _| {})?;
+    let files = overview_json(&files);
     let messages: u64 = stats
         .queues
         .iter()
@@ -54,6 +64,11 @@ pub fn run(dir: &Path) -> Result<i32, Error> {
         "log_end_offset": stats.written_end_offset,
         "segments": stats.segment_count,
         "segment_bytes": stats.segment_bytes_total,
+        "horizon_ms": files["horizon_ms"],
+        "segment_files": files["segments"],
+        "delay_levels": files["pending_per_level"],
+        "timer_tiers": files["pending_per_tier"],
+        "disk_bytes": files["disk_bytes"],
     }));
     Ok(0)
 }

@@ -10,9 +10,13 @@
 //! - **small files** (checkpoint, meta, consumer offsets), always replaced whole and atomically
 //!   with [`write_atomic`].
 //!
+//! Three implementations: [`RealFs`] (the store's), [`SimFs`] (crash tests) and [`OverlayFs`]
+//! (the operator's tools: a read-only view of a real directory that keeps changes in memory).
+//!
 //! This module never decides *what* to write; it only moves bytes and reports errors.
 
 mod mmap;
+mod overlay_fs;
 mod real_fs;
 mod sim_fs;
 
@@ -20,6 +24,7 @@ use std::fmt::Debug;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use overlay_fs::{Change, OverlayFs};
 pub use real_fs::RealFs;
 pub use sim_fs::SimFs;
 
