@@ -155,6 +155,8 @@ fn properties_round_trip(bytes: &[u8]) {
 fn origin_round_trip(bytes: &[u8]) {
     match OriginRef::decode(bytes) {
         Ok(origin) => assert_eq!(&origin.encode()[..], bytes, "origin does not round-trip"),
+        // A body of the right length fails only on a queue id no timed queue has.
+        Err(DecodeError::BadField { .. }) => assert_eq!(bytes.len(), ORIGIN_REF_BYTES),
         Err(_) => assert_ne!(bytes.len(), ORIGIN_REF_BYTES),
     }
 }
