@@ -22,12 +22,15 @@
 // The raw ceiling maps a file; the store itself keeps its `unsafe` in `src/io/mmap.rs`.
 #![allow(unsafe_code)]
 
+#[path = "support/json_lines.rs"]
+mod json_lines;
 #[path = "support/machine.rs"]
 mod machine;
 #[path = "support/summary.rs"]
 mod summary;
 
-use machine::{cpu_model, mem_total_kib, mount_of, read_trimmed};
+use json_lines::{unix_time_s, write_json_lines};
+use machine::{machine_json, settle_disk};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -35,8 +38,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use summary::summarize;
+use std::time::{Duration, Instant};
+use summary::{percentile, summarize};
 
 use clap::Parser;
 use delaystore::commit_log::record::HEADER_BYTES;
@@ -601,22 +604,6 @@ fn raw_fsync(dir: &Path, duration: Duration) -> Result<Sample, String> {
     Ok(latency_sample(latencies, elapsed))
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// Flushes other dirty data (earlier workloads, other users of the disk) before a workload, so
-/// its writeback does not land inside the next measurement. Best effort.
-fn settle_disk() {
-    let _ = std::process::Command::new("sync").status();
-    std::thread::sleep(Duration::from_millis(200));
-}
-
 fn human(value: f64, unit: &str) -> String {
     match unit {
         "msg/s" => {
@@ -644,34 +631,6 @@ fn human(value: f64, unit: &str) -> String {
 /// A JSON string without its quotes (`?` for anything else).
 fn text(value: &serde_json::Value) -> &str {
     value.as_str().unwrap_or("?")
-}
-
-fn machine_info(dir: &Path) -> serde_json::Value {
-    let cpu = cpu_model();
-    let mem_kib = mem_total_kib();
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let (device, fs_type) = mount_of(dir);
-    // `BENCH_GIT_REV` names the source when the bench runs outside a checkout.
-    let git = std::env::var("BENCH_GIT_REV").ok().or_else(|| {
-        std::process::Command::new("git")
-            .args(["describe", "--always", "--dirty"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    });
-    json!({
-        "nproc": nproc,
-        "kernel": read_trimmed("/proc/version"),
-        "cpu": cpu,
-        "mem_gib": (mem_kib as f64 / 1048576.0 * 10.0).round() / 10.0,
-        "bench_dir": dir.display().to_string(),
-        "device": device,
-        "fs_type": fs_type,
-        "git": git,
-        "crate_dir": env!("CARGO_MANIFEST_DIR"),
-    })
 }
 
 /// A figure's value in one repetition.
@@ -752,7 +711,7 @@ fn main() {
             5.0
         })),
     };
-    let machine = machine_info(&dir);
+    let machine = machine_json(&dir);
     let mode = if args.quick { "quick" } else { "full" };
     println!("delaystore append benchmark ({mode}, {} reps)", args.reps);
     println!(
@@ -873,9 +832,7 @@ fn ratios() -> Vec<Ratio> {
 }
 
 fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usize, path: &Path) {
-    let run_id = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let run_id = unix_time_s();
     let mut lines: Vec<serde_json::Value> = Vec::new();
     let base = |workload: Workload| {
         json!({
@@ -1008,13 +965,5 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
         }
     }
 
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).expect("creating the JSON output directory");
-    }
-    let mut out = File::create(path).expect("creating the JSON-lines output");
-    for line in &lines {
-        writeln!(out, "{line}").expect("writing the JSON-lines output");
-    }
-    println!();
-    println!("{} JSON lines written to {}", lines.len(), path.display());
+    write_json_lines(path, &lines);
 }
