@@ -188,7 +188,7 @@ pub fn per_rep_ratios(a: &Series, b: &Series) -> Vec<f64> {
 /// A value in its unit's usual form (`1.07 M` msg/s, `0.68x`, `27` ms...).
 pub fn human(value: f64, unit: &str) -> String {
     match unit {
-        "msg/s" => {
+        "msg/s" | "cancels/s" => {
             if value >= 1e6 {
                 format!("{:.2} M", value / 1e6)
             } else if value >= 1e3 {
