@@ -22,19 +22,27 @@
 // The raw ceiling maps a file; the store itself keeps its `unsafe` in `src/io/mmap.rs`.
 #![allow(unsafe_code)]
 
+#[path = "support/figures.rs"]
+mod figures;
 #[path = "support/json_lines.rs"]
 mod json_lines;
 #[path = "support/machine.rs"]
 mod machine;
+#[path = "support/raw_record.rs"]
+mod raw_record;
+#[path = "support/run.rs"]
+mod run;
 #[path = "support/summary.rs"]
 mod summary;
 
-use json_lines::{unix_time_s, write_json_lines};
-use machine::{machine_json, settle_disk};
+use figures::human;
+use json_lines::{json_path, unix_time_s, write_json_lines};
+use machine::{machine_json, print_machine, settle_disk};
+use raw_record::{create_zeroed, pwrite_fdatasync_loop, raw_record, record_bytes, write_sealed};
+use run::settle_after_open;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -42,9 +50,6 @@ use std::time::{Duration, Instant};
 use summary::{percentile, summarize};
 
 use clap::Parser;
-use delaystore::commit_log::record::HEADER_BYTES;
-use delaystore::commit_log::COMMIT_LOG_DIR;
-use delaystore::naming::offset_file_name;
 use delaystore::{Error, Message, Options, Store, SyncMode};
 use memmap2::MmapOptions;
 use serde_json::json;
@@ -105,13 +110,8 @@ struct Config {
     sync_time: Duration,
 }
 
-/// Encoded size of a bench message: header, topic, no key, no properties, body.
-fn record_bytes(body: usize) -> usize {
-    HEADER_BYTES + TOPIC.len() + body
-}
-
 fn async_count(config: &Config, body: usize) -> u64 {
-    (config.async_bytes / record_bytes(body) as u64).clamp(1, config.async_max_msgs)
+    (config.async_bytes / record_bytes(TOPIC, body) as u64).clamp(1, config.async_max_msgs)
 }
 
 /// One workload of one repetition.
@@ -313,38 +313,11 @@ fn store_options(sync_mode: SyncMode) -> Options {
     }
 }
 
-/// Waits until the background preallocator has created, zero-filled and synced the second
-/// segment, which it starts right after `Store::open`, so that this open-time work does not
-/// land inside the timed loop. Later segments are prepared while the loop runs.
-fn settle_after_open(store_dir: &Path) -> Result<(), String> {
-    let path = store_dir
-        .join(COMMIT_LOG_DIR)
-        .join(offset_file_name(SEGMENT_BYTES));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() == SEGMENT_BYTES => break,
-            _ if Instant::now() > deadline => {
-                // The store no longer prepares it at open: time the loop anyway, and say so.
-                eprintln!("warning: second segment {path:?} not prepared within 60 s");
-                return Ok(());
-            }
-            _ => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    // fsync waits for the preallocator's own sync of the same pages; then leave it time to map.
-    File::open(&path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| format!("syncing {path:?}: {e}"))?;
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(())
-}
-
 fn async_put(dir: &Path, body: usize, count: u64) -> Result<Sample, String> {
     let store_dir = dir.join("store");
     let store = Store::open(&store_dir, store_options(SyncMode::Async))
         .map_err(|e| format!("opening the store: {e}"))?;
-    settle_after_open(&store_dir)?;
+    settle_after_open(&store_dir, SEGMENT_BYTES)?;
     let message = bench_message(body);
     let mut batches: Vec<f64> = Vec::with_capacity((count as usize).div_ceil(BATCH));
     let start = Instant::now();
@@ -378,7 +351,7 @@ fn async_put(dir: &Path, body: usize, count: u64) -> Result<Sample, String> {
     } else {
         0.0
     };
-    let bytes = count as f64 * record_bytes(body) as f64;
+    let bytes = count as f64 * record_bytes(TOPIC, body) as f64;
     Ok(vec![
         ("msg_per_s", "msg/s", count as f64 / elapsed),
         ("mb_per_s", "MB/s", bytes / elapsed / 1e6),
@@ -416,48 +389,6 @@ fn put_retrying_roll_race(store: &Store, message: &Message) -> Result<u64, Strin
     }
 }
 
-/// Creates a file the way the store creates a segment: zeros in 4 KiB writes, then a sync.
-fn create_zeroed(path: &Path, len_bytes: u64) -> io::Result<File> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    let zeros = [0u8; 4096];
-    let mut left = len_bytes;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n])?;
-        left -= n as u64;
-    }
-    file.sync_all()?;
-    Ok(file)
-}
-
-/// A record laid out like the store's (header, topic, body); only the length and the offset and
-/// CRC fields matter to the ceiling.
-fn raw_record(body: usize) -> Vec<u8> {
-    let len = record_bytes(body);
-    let mut record = vec![0u8; len];
-    record[0..4].copy_from_slice(b"DSR1");
-    record[4..8].copy_from_slice(&(len as u32).to_le_bytes());
-    record[HEADER_BYTES..HEADER_BYTES + TOPIC.len()].copy_from_slice(TOPIC.as_bytes());
-    for (i, b) in record[HEADER_BYTES + TOPIC.len()..].iter_mut().enumerate() {
-        *b = (i * 31 + 7) as u8;
-    }
-    record
-}
-
-/// Stamps the offset into the record and fills in a CRC over every byte but the CRC field.
-fn seal_raw(record: &mut [u8], offset: u64) {
-    record[16..24].copy_from_slice(&offset.to_le_bytes());
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&record[..8]);
-    crc.update(&record[12..]);
-    let crc = crc.finalize();
-    record[8..12].copy_from_slice(&crc.to_le_bytes());
-}
-
 /// Creates a file with `len_bytes` of blocks reserved by `fallocate` (read as zeros, never
 /// written), then syncs it, as the store reserves a segment.
 fn create_reserved(path: &Path, len_bytes: u64) -> io::Result<File> {
@@ -472,7 +403,7 @@ fn create_reserved(path: &Path, len_bytes: u64) -> io::Result<File> {
 }
 
 fn raw_mmap(dir: &Path, body: usize, fill: Fill, count: u64) -> Result<Sample, String> {
-    let mut record = raw_record(body);
+    let mut record = raw_record(TOPIC, body);
     let len = record.len();
     let total = count as usize * len;
     let file_len = total.div_ceil(4096) * 4096;
@@ -492,12 +423,7 @@ fn raw_mmap(dir: &Path, body: usize, fill: Fill, count: u64) -> Result<Sample, S
     let mut map =
         unsafe { options.map_mut(&file) }.map_err(|e| format!("mapping {path:?}: {e}"))?;
     let start = Instant::now();
-    let mut at = 0usize;
-    while at < total {
-        seal_raw(&mut record, at as u64);
-        map[at..at + len].copy_from_slice(&record);
-        at += len;
-    }
+    write_sealed(&mut map[..total], &mut record);
     let elapsed = start.elapsed().as_secs_f64();
     std::hint::black_box(&map);
     drop(map);
@@ -514,7 +440,7 @@ fn sync_put(dir: &Path, threads: usize, duration: Duration) -> Result<Sample, St
         Store::open(&store_dir, store_options(SyncMode::Sync))
             .map_err(|e| format!("opening the store: {e}"))?,
     );
-    settle_after_open(&store_dir)?;
+    settle_after_open(&store_dir, SEGMENT_BYTES)?;
     let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
@@ -580,57 +506,12 @@ fn latency_sample(mut latencies: Vec<u64>, elapsed: f64) -> Sample {
 }
 
 fn raw_fsync(dir: &Path, duration: Duration) -> Result<Sample, String> {
-    let mut record = raw_record(SYNC_BODY);
-    let len = record.len() as u64;
+    let mut record = raw_record(TOPIC, SYNC_BODY);
     let path = dir.join("raw-fsync");
     let file =
         create_zeroed(&path, SEGMENT_BYTES).map_err(|e| format!("creating {path:?}: {e}"))?;
-    let mut latencies = Vec::with_capacity(1 << 16);
-    let start = Instant::now();
-    let mut at = 0u64;
-    while start.elapsed() < duration {
-        let t0 = Instant::now();
-        seal_raw(&mut record, at);
-        file.write_all_at(&record, at)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| format!("pwrite + fdatasync at {at}: {e}"))?;
-        latencies.push(t0.elapsed().as_nanos() as u64);
-        at += len;
-        if at + len > SEGMENT_BYTES {
-            at = 0;
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
+    let (latencies, elapsed) = pwrite_fdatasync_loop(&file, SEGMENT_BYTES, &mut record, duration)?;
     Ok(latency_sample(latencies, elapsed))
-}
-
-fn human(value: f64, unit: &str) -> String {
-    match unit {
-        "msg/s" => {
-            if value >= 1e6 {
-                format!("{:.2} M", value / 1e6)
-            } else if value >= 1e3 {
-                format!("{:.1} k", value / 1e3)
-            } else {
-                format!("{value:.0}")
-            }
-        }
-        "ratio" => format!("{:.0} %", value * 100.0),
-        "count" => format!("{value:.0}"),
-        "s" => format!("{value:.2}"),
-        _ => {
-            if value >= 100.0 {
-                format!("{value:.0}")
-            } else {
-                format!("{value:.1}")
-            }
-        }
-    }
-}
-
-/// A JSON string without its quotes (`?` for anything else).
-fn text(value: &serde_json::Value) -> &str {
-    value.as_str().unwrap_or("?")
 }
 
 /// A figure's value in one repetition.
@@ -696,10 +577,7 @@ fn main() {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = args.dir.clone().unwrap_or_else(|| manifest.join("target"));
     std::fs::create_dir_all(&dir).expect("creating the bench directory");
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| manifest.join("target").join("bench-append.jsonl"));
+    let json_path = json_path(args.json.as_deref(), "bench-append.jsonl");
     let scale = if args.quick { 10 } else { 1 };
     let config = Config {
         dir: dir.clone(),
@@ -714,25 +592,13 @@ fn main() {
     let machine = machine_json(&dir);
     let mode = if args.quick { "quick" } else { "full" };
     println!("delaystore append benchmark ({mode}, {} reps)", args.reps);
+    print_machine(&machine, &dir);
     println!(
-        "machine: {} cpus ({}), {} GiB, {}",
-        machine["nproc"],
-        text(&machine["cpu"]),
-        machine["mem_gib"],
-        text(&machine["kernel"])
-    );
-    println!(
-        "dir: {} on {} ({}); async {} MiB/size (cap {} msgs), sync {:.1} s/workload",
-        dir.display(),
-        text(&machine["device"]),
-        text(&machine["fs_type"]),
+        "async {} MiB/size (cap {} msgs), sync {:.1} s/workload",
         config.async_bytes >> 20,
         config.async_max_msgs,
         config.sync_time.as_secs_f64()
     );
-    if machine["fs_type"] == "tmpfs" {
-        println!("WARNING: the bench directory is on tmpfs: disk figures are meaningless");
-    }
 
     let mut results = Results::default();
     let bench_start = Instant::now();
@@ -842,7 +708,7 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
             "reps": reps,
             "workload": workload.kind(),
             "body_bytes": workload.body(),
-            "record_bytes": record_bytes(workload.body()),
+            "record_bytes": record_bytes(TOPIC, workload.body()),
             "threads": workload.threads(),
             "machine": machine,
         })
@@ -896,9 +762,9 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
         println!(
             "{:<44} {:>10} {:>10} {:>10}",
             ratio.name,
-            human(s.median, "ratio"),
-            human(s.min, "ratio"),
-            human(s.max, "ratio")
+            human(s.median, "percent"),
+            human(s.min, "percent"),
+            human(s.max, "percent")
         );
         ratio_medians.insert(ratio.name.clone(), s.median);
         let mut line = base(ratio.of);
@@ -940,8 +806,13 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
         ),
     ];
     for (name, value, target, unit) in targets {
+        // The ratio target is a fraction of the ceiling, shown as a percentage.
+        let shown_unit = if unit == "ratio" { "percent" } else { unit };
         let (shown, met) = match value {
-            Some(v) => (human(v, unit), if v >= target { "MET" } else { "MISSED" }),
+            Some(v) => (
+                human(v, shown_unit),
+                if v >= target { "MET" } else { "MISSED" },
+            ),
             None => ("n/a".to_owned(), "NOT RUN"),
         };
         println!("{name:<44} {shown:>10}  {met}");
@@ -965,5 +836,7 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
         }
     }
 
-    write_json_lines(path, &lines);
+    if let Err(e) = write_json_lines(path, &lines) {
+        eprintln!("{e}");
+    }
 }

@@ -32,30 +32,40 @@ mod figures;
 mod json_lines;
 #[path = "support/machine.rs"]
 mod machine;
+#[path = "support/orders.rs"]
+mod orders;
+#[path = "support/pull.rs"]
+mod pull;
 #[path = "support/run.rs"]
 mod run;
 #[path = "support/summary.rs"]
 mod summary;
+#[path = "support/timing.rs"]
+mod timing;
 
 use figures::{
-    cell, figure, lateness_figures, per_rep_ratios, print_ratio, print_section, ratio_line,
-    with_goal, Figure, Goal, Results,
+    cell, figure, lateness_figures, per_rep_ratios, print_ratio, print_section, put_rate_figures,
+    ratio_line, with_goal, Figure, Goal, Results,
 };
-use json_lines::write_json_lines;
-use machine::{machine_json, settle_disk};
+use json_lines::{json_path, write_json_lines};
+use machine::{machine_json, print_machine};
+use orders::{close_by_store, scan_table, Table};
+use pull::{body_seq, consume_topic, Consumer, Seen};
 use run::{
-    close_shared, fresh_dir, join, ms_since, now_us, open_store, put_retrying, remove_dir,
-    sleep_until, spawn, PutFailures,
+    close_shared, fresh_dir, join, open_store, put_retrying, remove_dir, run_dir, spawn,
+    with_store, PutFailures,
 };
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timing::{now_us, sleep_until};
 
 use clap::Parser;
 use delaystore::delay_levels::format_delay_levels;
-use delaystore::{Clock, ManualClock, Message, Options, Store, SyncMode, SystemClock};
+use delaystore::{
+    Clock, ManualClock, Message, Options, Store, StoredMessage, SyncMode, SystemClock,
+};
 
 const LOAD_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
 const ORDERS_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -75,9 +85,6 @@ const DRAIN_TOPIC: &str = "drain";
 const ORDER_TOPIC: &str = "order-close";
 const DRAIN_CLOCK_JUMP_MS: u64 = 3 * 3_600_000;
 const MANUAL_START_MS: u64 = 1_700_000_000_000;
-const PULL_BATCH: usize = 1024;
-const UNPAID: u8 = 0;
-const CLOSED: u8 = 1;
 
 /// Targets from the brief: figures to compare against, not assertions.
 const TARGET_STORE_P99_MS: f64 = 5.0;
@@ -211,12 +218,12 @@ struct Bulk {
     failures: PutFailures,
 }
 
-#[derive(Debug, Default)]
+/// What the consumer of the load workload received.
+#[derive(Debug)]
 struct Received {
     store_lateness_ms: Vec<f64>,
     observed_lateness_ms: Vec<f64>,
-    unique: u64,
-    duplicates: u64,
+    seen: Seen,
     early: u64,
 }
 
@@ -314,7 +321,7 @@ fn load_lateness(config: &Config, rate: u64, bulk_on: bool) -> Result<Vec<Figure
     let mut received = received?;
     let paced = paced?;
 
-    let missing = total - received.unique;
+    let missing = total - received.seen.unique;
     if missing > 0 {
         eprintln!(
             "  {workload}: {missing} of {total} delayed messages not delivered within {} s; \
@@ -387,7 +394,12 @@ fn load_lateness(config: &Config, rate: u64, bulk_on: bool) -> Result<Vec<Figure
         Goal::AtMost(0.0),
     ));
     figures.push(with_goal(
-        figure(&workload, "duplicates", "count", received.duplicates as f64),
+        figure(
+            &workload,
+            "duplicates",
+            "count",
+            received.seen.duplicates as f64,
+        ),
         Goal::AtMost(0.0),
     ));
     figures.push(with_goal(
@@ -401,74 +413,43 @@ fn load_lateness(config: &Config, rate: u64, bulk_on: bool) -> Result<Vec<Figure
         "count",
         put_failures as f64,
     ));
-    for (who, failures) in [("delayed", &paced.failures), ("bulk", &bulk.failures)] {
-        if let Some(first) = &failures.first {
-            eprintln!(
-                "  {workload}: {} {who} puts failed (retried); first: {first}",
-                failures.count
-            );
-        }
-    }
+    paced.failures.report(&workload, "delayed");
+    bulk.failures.report(&workload, "bulk");
     Ok(figures)
 }
 
 /// The consumer of the load workload: pulls every queue of the target topic until all `total`
 /// messages arrived or `timeout` passed.
 fn receive_load(store: &Store, total: u64, timeout: Duration) -> Result<Received, String> {
-    let queues = store
-        .queue_count(TARGET_TOPIC)
-        .map_err(|e| format!("queue count: {e}"))?;
-    let mut next = vec![0u64; queues as usize];
-    let mut seen = vec![false; total as usize];
     let mut received = Received {
         store_lateness_ms: Vec::with_capacity(total as usize),
         observed_lateness_ms: Vec::with_capacity(total as usize),
-        ..Received::default()
+        seen: Seen::new(total),
+        early: 0,
     };
-    let start = Instant::now();
-    while received.unique < total && start.elapsed() < timeout {
-        let token = store.visibility_token();
-        let mut got_any = false;
-        for (queue, offset) in (0..queues).zip(next.iter_mut()) {
-            let batch = store
-                .pull(TARGET_TOPIC, queue, *offset, PULL_BATCH)
-                .map_err(|e| format!("pull: {e}"))?;
-            let Some(last) = batch.last() else { continue };
-            *offset = last.queue_offset + 1;
-            got_any = true;
-            let now_ms = now_us() as f64 / 1000.0;
-            for message in &batch {
-                let due = message.due_ms.unwrap_or(0);
-                let delivered = message.delivered_ms.unwrap_or(0);
-                if delivered < due || (now_ms < due as f64) {
-                    received.early += 1;
-                }
-                received
-                    .store_lateness_ms
-                    .push(delivered as f64 - due as f64);
-                received.observed_lateness_ms.push(now_ms - due as f64);
-                let seq = message
-                    .body
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(u64::MAX, u64::from_le_bytes);
-                match seen.get_mut(seq as usize) {
-                    Some(slot) if !*slot => {
-                        *slot = true;
-                        received.unique += 1;
-                    }
-                    _ => received.duplicates += 1,
-                }
-            }
-            store
-                .commit_offset("bench", TARGET_TOPIC, queue, *offset)
-                .map_err(|e| format!("commit offset: {e}"))?;
-        }
-        if !got_any {
-            store.wait_for_entries(token, Duration::from_millis(100));
-        }
-    }
+    consume_topic(store, TARGET_TOPIC, Some("bench"), timeout, &mut received)?;
     Ok(received)
+}
+
+impl Consumer for Received {
+    fn done(&self) -> bool {
+        self.seen.complete()
+    }
+
+    fn take(&mut self, batch: &[StoredMessage]) -> Result<(), String> {
+        let now_ms = now_us() as f64 / 1000.0;
+        for message in batch {
+            let due = message.due_ms.unwrap_or(0);
+            let delivered = message.delivered_ms.unwrap_or(0);
+            if delivered < due || (now_ms < due as f64) {
+                self.early += 1;
+            }
+            self.store_lateness_ms.push(delivered as f64 - due as f64);
+            self.observed_lateness_ms.push(now_ms - due as f64);
+            self.seen.mark(body_seq(&message.body));
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,33 +472,14 @@ fn drain_options(config: &Config, clock: Option<ManualClock>) -> Options {
 fn drain_baseline(config: &Config) -> Result<Vec<Figure>, String> {
     let workload = Workload::DrainBaseline.name();
     let dir = fresh_dir(&config.dir, "drain-baseline")?;
-    let store = open_store(&dir, drain_options(config, None))?;
-    let message = Message::new(DRAIN_TOPIC, vec![0x33; BASELINE_BODY]);
-    let mut failures = PutFailures::default();
-    let start = Instant::now();
-    for _ in 0..config.drain_count {
-        put_retrying(&store, &message, &mut failures)?;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    store
-        .close()
-        .map_err(|e| format!("closing the store: {e}"))?;
-    remove_dir(&dir);
-    if let Some(first) = failures.first {
-        eprintln!(
-            "  {workload}: {} puts failed (retried); first: {first}",
-            failures.count
-        );
-    }
-    Ok(vec![
-        figure(
-            &workload,
-            "put_rate",
-            "msg/s",
-            config.drain_count as f64 / secs,
-        ),
-        figure(&workload, "put_failures", "count", failures.count as f64),
-    ])
+    put_rate_figures(
+        &workload,
+        "baseline",
+        &dir,
+        drain_options(config, None),
+        Message::new(DRAIN_TOPIC, vec![0x33; BASELINE_BODY]),
+        config.drain_count,
+    )
 }
 
 /// Puts a backlog on a manual clock, jumps the clock 3 hours and times the re-posts.
@@ -530,13 +492,9 @@ fn drain(config: &Config, levels: DrainLevels) -> Result<Vec<Figure>, String> {
         DrainLevels::One => Some("1s".to_owned()),
         DrainLevels::RocketMqDefault => None,
     };
-    let store = open_store(&dir, options)?;
-    let result = drain_store(config, &store, &clock, levels, &workload);
-    store
-        .close()
-        .map_err(|e| format!("closing the store: {e}"))?;
-    remove_dir(&dir);
-    result
+    with_store(&dir, options, |store| {
+        drain_store(config, store, &clock, levels, &workload)
+    })
 }
 
 fn drain_store(
@@ -667,32 +625,6 @@ fn flush_retrying(store: &Store, workload: &str) -> Result<u64, String> {
 // ---------------------------------------------------------------------------------------------
 // 3. The seed baseline: order timeouts by delayed messages vs. by scanning a table
 
-/// An in-memory orders table: created time and state per row; rows below `inserted` exist.
-struct Table {
-    created_ms: Vec<AtomicU64>,
-    state: Vec<AtomicU8>,
-    inserted: AtomicUsize,
-}
-
-impl Table {
-    fn new(rows: usize) -> Self {
-        Table {
-            created_ms: (0..rows).map(|_| AtomicU64::new(0)).collect(),
-            state: (0..rows).map(|_| AtomicU8::new(UNPAID)).collect(),
-            inserted: AtomicUsize::new(0),
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Closer {
-    lateness_ms: Vec<f64>,
-    rows_read: u64,
-    closed: u64,
-    duplicates: u64,
-    scans: u64,
-}
-
 fn orders(config: &Config) -> Result<Vec<Figure>, String> {
     let workload = Workload::Orders.name();
     let dir = fresh_dir(&config.dir, "orders")?;
@@ -747,16 +679,11 @@ fn orders(config: &Config) -> Result<Vec<Figure>, String> {
                 put_retrying(&store, &message, &mut failures)?;
                 puts += 1;
             }
-            if let Some(first) = failures.first {
-                eprintln!(
-                    "  orders: {} puts failed (retried); first: {first}",
-                    failures.count
-                );
-            }
+            failures.report("orders", "order");
             Ok(puts)
         })?
     };
-    let by_store = close_by_store(&store, &store_orders, delay_ms, timeout);
+    let by_store = close_by_store(&store, ORDER_TOPIC, &store_orders, delay_ms, timeout);
     let puts = join(producer, "order producer")?;
     let scanned = scanners
         .into_iter()
@@ -836,106 +763,6 @@ fn orders(config: &Config) -> Result<Vec<Figure>, String> {
         ));
     }
     Ok(figures)
-}
-
-/// (a): the closer consumes the close messages and closes each order that is still unpaid.
-fn close_by_store(
-    store: &Store,
-    table: &Table,
-    delay_ms: u64,
-    timeout: Duration,
-) -> Result<Closer, String> {
-    let queues = store
-        .queue_count(ORDER_TOPIC)
-        .map_err(|e| format!("queue count: {e}"))?;
-    let n = table.state.len() as u64;
-    let mut next = vec![0u64; queues as usize];
-    let mut closer = Closer {
-        lateness_ms: Vec::with_capacity(n as usize),
-        ..Closer::default()
-    };
-    let start = Instant::now();
-    while closer.closed < n && start.elapsed() < timeout {
-        let token = store.visibility_token();
-        let mut got_any = false;
-        for (queue, offset) in (0..queues).zip(next.iter_mut()) {
-            let batch = store
-                .pull(ORDER_TOPIC, queue, *offset, PULL_BATCH)
-                .map_err(|e| format!("pull: {e}"))?;
-            let Some(last) = batch.last() else { continue };
-            *offset = last.queue_offset + 1;
-            got_any = true;
-            for message in &batch {
-                let order = message
-                    .body
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(u64::MAX, u64::from_le_bytes) as usize;
-                let (Some(state), Some(created)) =
-                    (table.state.get(order), table.created_ms.get(order))
-                else {
-                    return Err(format!("message for unknown order {order}"));
-                };
-                // One row read per order: the close message names its order.
-                closer.rows_read += 1;
-                if state
-                    .compare_exchange(UNPAID, CLOSED, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    closer.closed += 1;
-                    let deadline = created.load(Ordering::Relaxed) + delay_ms;
-                    closer.lateness_ms.push(ms_since(deadline));
-                } else {
-                    closer.duplicates += 1;
-                }
-            }
-            store
-                .commit_offset("closer", ORDER_TOPIC, queue, *offset)
-                .map_err(|e| format!("commit offset: {e}"))?;
-        }
-        if !got_any {
-            store.wait_for_entries(token, Duration::from_millis(100));
-        }
-    }
-    Ok(closer)
-}
-
-/// (b): every `period_ms` from `start`, examine every row of the table and close each unpaid
-/// order past its deadline; stop once every order is closed (or at `timeout`).
-fn scan_table(
-    table: &Table,
-    period_ms: u64,
-    delay_ms: u64,
-    start: Instant,
-    timeout: Duration,
-) -> Closer {
-    let n = table.state.len() as u64;
-    let mut closer = Closer {
-        lateness_ms: Vec::with_capacity(n as usize),
-        ..Closer::default()
-    };
-    let mut scan = 0u64;
-    while closer.closed < n {
-        scan += 1;
-        let at = Duration::from_millis(scan * period_ms);
-        if at > timeout {
-            break;
-        }
-        sleep_until(start + at);
-        closer.scans += 1;
-        let now_ms = SystemClock.now_ms();
-        let rows = table.inserted.load(Ordering::Acquire);
-        for (state, created) in table.state.iter().zip(&table.created_ms).take(rows) {
-            closer.rows_read += 1;
-            let deadline = created.load(Ordering::Relaxed) + delay_ms;
-            if deadline <= now_ms && state.load(Ordering::Relaxed) == UNPAID {
-                state.store(CLOSED, Ordering::Relaxed);
-                closer.closed += 1;
-                closer.lateness_ms.push(ms_since(deadline));
-            }
-        }
-    }
-    closer
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1040,39 +867,22 @@ fn report(
             &values,
         ));
     }
-    write_json_lines(path, &lines);
+    if let Err(e) = write_json_lines(path, &lines) {
+        eprintln!("{e}");
+    }
 }
 
 fn main() {
     let args = Args::parse();
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = args
-        .dir
-        .clone()
-        .or_else(|| std::env::var_os("DELAYSTORE_BENCH_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| manifest.join("target"));
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| manifest.join("target").join("bench-delivery.jsonl"));
-    let dir = root.join(format!("bench-delivery-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("creating the benchmark directory");
+    let dir = run_dir(args.dir.as_deref(), "delivery").unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    let json_path = json_path(args.json.as_deref(), "bench-delivery.jsonl");
     let config = Config::new(dir.clone(), args.quick);
     let mode = if args.quick { "quick" } else { "full" };
     let machine = machine_json(&dir);
-    println!(
-        "machine: {} cpus ({}), {} GiB; {}",
-        machine["nproc"], machine["cpu"], machine["mem_gib"], machine["kernel"]
-    );
-    println!(
-        "stores in {} ({}, {})",
-        dir.display(),
-        machine["device"],
-        machine["fs_type"]
-    );
-    if machine["fs_type"] == "tmpfs" {
-        eprintln!("warning: the store directory is on tmpfs; the figures do not describe a disk");
-    }
+    print_machine(&machine, &dir);
 
     let mut workloads: Vec<Workload> = LOAD_RATES
         .iter()
@@ -1105,23 +915,7 @@ fn main() {
             order.reverse();
         }
         for workload in order {
-            let name = workload.name();
-            eprint!("rep {}/{}: {name} ... ", rep + 1, args.reps);
-            let _ = std::io::stderr().flush();
-            settle_disk();
-            let t = Instant::now();
-            match workload.run(&config) {
-                Ok(figures) => {
-                    eprintln!("{:.1} s", t.elapsed().as_secs_f64());
-                    for f in figures {
-                        results.add(f);
-                    }
-                }
-                Err(e) => {
-                    eprintln!("FAILED: {e}");
-                    results.failures.push((name, rep + 1, e));
-                }
-            }
+            results.run_workload(workload.name(), rep, args.reps, || workload.run(&config));
         }
     }
     eprintln!("total {:.0} s", started.elapsed().as_secs_f64());

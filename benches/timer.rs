@@ -46,12 +46,15 @@ mod figures;
 mod json_lines;
 #[path = "support/machine.rs"]
 mod machine;
+#[path = "support/pull.rs"]
+mod pull;
 #[path = "support/run.rs"]
 mod run;
 #[path = "support/summary.rs"]
 mod summary;
+#[path = "support/timing.rs"]
+mod timing;
 
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,21 +67,24 @@ use delaystore::seeded::SeededRng;
 use delaystore::signal::Signal;
 use delaystore::timer::TIER_BITS;
 use delaystore::{
-    CancelOutcome, Clock, ManualClock, Message, MessageId, Options, Store, SyncMode, SystemClock,
+    CancelOutcome, Clock, ManualClock, Message, MessageId, Options, Store, StoredMessage, SyncMode,
+    SystemClock,
 };
 use figures::{
-    figure, lateness_figures, per_rep_ratios, print_ratio, print_section, ratio_line, with_goal,
-    Figure, Goal, Results,
+    figure, lateness_figures, per_rep_ratios, print_ratio, print_section, put_rate_figures,
+    ratio_line, with_goal, Figure, Goal, Results,
 };
-use json_lines::write_json_lines;
-use machine::{machine_json, settle_disk};
+use json_lines::{json_path, write_json_lines};
+use machine::{machine_json, print_machine};
 use parking_lot::Mutex;
+use pull::{body_seq, consume_topic, Consumer, Seen};
 use run::{
-    close_shared, fresh_dir, join, now_us, open_store, put_retrying, remove_dir, settle_after_open,
-    sleep_until, spawn, PutFailures,
+    close_shared, fresh_dir, join, open_store, put_retrying, remove_dir, run_dir,
+    settle_after_open, spawn, with_store, PutFailures,
 };
 use serde_json::json;
 use summary::percentile;
+use timing::{now_us, sleep_until};
 
 const TOPIC: &str = "timer";
 const LOAD_TOPIC: &str = "load";
@@ -99,7 +105,6 @@ const DAY_AHEAD_FIRST_JUMP_LEAD_MS: u64 = 60_000;
 /// ... and once it is all there, jumps again to this long before the burst second (still
 /// before the granule starts), so the bench does not wait a minute of real time.
 const DAY_AHEAD_FINAL_LEAD_MS: u64 = 5_000;
-const PULL_BATCH: usize = 1024;
 const CANCEL_THREADS: usize = 4;
 
 /// Published figures for the memory per pending message of other designs (not measured here):
@@ -309,12 +314,6 @@ fn set_seq(message: &mut Message, seq: u64) {
     message.body[..8].copy_from_slice(&seq.to_le_bytes());
 }
 
-fn seq_of(body: &[u8]) -> u64 {
-    body.get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(u64::MAX, u64::from_le_bytes)
-}
-
 /// Waits until every record written is dispatched into its consume queue.
 fn wait_dispatched(store: &Store, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
@@ -447,12 +446,11 @@ fn paced(
 }
 
 /// What a consumer saw.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Consumed {
-    /// Distinct messages (by the sequence number in their body).
-    unique: u64,
-    duplicates: u64,
-    /// Wall-clock µs when the target queues first held `total` entries.
+    /// Distinct messages (by the sequence number in their body) and duplicates.
+    seen: Seen,
+    /// Wall-clock µs when the target queues first held all the messages.
     all_in_queue_us: Option<u64>,
     /// Wall-clock µs when the consumer saw the last new message.
     last_seen_us: Option<u64>,
@@ -466,55 +464,62 @@ fn consume(
     topic: &str,
     total: u64,
     timeout: Duration,
-    mut each: impl FnMut(&delaystore::StoredMessage, u64),
+    each: impl FnMut(&StoredMessage, u64),
 ) -> Result<Consumed, String> {
-    let queues = store
-        .queue_count(topic)
-        .map_err(|e| format!("queue count: {e}"))?;
-    let mut next = vec![0u64; queues as usize];
-    let mut seen = vec![false; total as usize];
-    let mut consumed = Consumed::default();
-    let start = Instant::now();
-    while consumed.unique < total && start.elapsed() < timeout {
-        let token = store.visibility_token();
-        if consumed.all_in_queue_us.is_none() {
+    let mut consumer = Consuming {
+        topic,
+        total,
+        each,
+        consumed: Consumed {
+            seen: Seen::new(total),
+            all_in_queue_us: None,
+            last_seen_us: None,
+        },
+    };
+    consume_topic(store, topic, Some("bench"), timeout, &mut consumer)?;
+    Ok(consumer.consumed)
+}
+
+/// The consumer of [`consume`].
+struct Consuming<'a, F> {
+    topic: &'a str,
+    total: u64,
+    each: F,
+    consumed: Consumed,
+}
+
+impl<F: FnMut(&StoredMessage, u64)> Consumer for Consuming<'_, F> {
+    fn done(&self) -> bool {
+        self.consumed.seen.complete()
+    }
+
+    /// Notes when the target queues first hold all the messages.
+    fn round(&mut self, store: &Store) -> Result<(), String> {
+        if self.consumed.all_in_queue_us.is_none() {
+            let queues = store
+                .queue_count(self.topic)
+                .map_err(|e| format!("queue count: {e}"))?;
             let in_queue = (0..queues)
-                .map(|q| store.queue_end_offset(topic, q))
+                .map(|q| store.queue_end_offset(self.topic, q))
                 .sum::<delaystore::Result<u64>>()
                 .map_err(|e| format!("queue end offset: {e}"))?;
-            if in_queue >= total {
-                consumed.all_in_queue_us = Some(now_us());
+            if in_queue >= self.total {
+                self.consumed.all_in_queue_us = Some(now_us());
             }
         }
-        let mut got_any = false;
-        for (queue, offset) in (0..queues).zip(next.iter_mut()) {
-            let batch = store
-                .pull(topic, queue, *offset, PULL_BATCH)
-                .map_err(|e| format!("pull: {e}"))?;
-            let Some(last) = batch.last() else { continue };
-            *offset = last.queue_offset + 1;
-            got_any = true;
-            let seen_us = now_us();
-            for message in &batch {
-                match seen.get_mut(seq_of(&message.body) as usize) {
-                    Some(slot) if !*slot => {
-                        *slot = true;
-                        consumed.unique += 1;
-                        consumed.last_seen_us = Some(seen_us);
-                        each(message, seen_us);
-                    }
-                    _ => consumed.duplicates += 1,
-                }
-            }
-            store
-                .commit_offset("bench", topic, queue, *offset)
-                .map_err(|e| format!("commit offset: {e}"))?;
-        }
-        if !got_any {
-            store.wait_for_entries(token, Duration::from_millis(100));
-        }
+        Ok(())
     }
-    Ok(consumed)
+
+    fn take(&mut self, batch: &[StoredMessage]) -> Result<(), String> {
+        let seen_us = now_us();
+        for message in batch {
+            if self.consumed.seen.mark(body_seq(&message.body)) {
+                self.consumed.last_seen_us = Some(seen_us);
+                (self.each)(message, seen_us);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Lateness samples of one workload, in ms.
@@ -540,7 +545,7 @@ impl Lateness {
         }
     }
 
-    fn record(&mut self, message: &delaystore::StoredMessage, seen_us: u64) {
+    fn record(&mut self, message: &StoredMessage, seen_us: u64) {
         let due_ms = message.due_ms.unwrap_or(message.store_ms);
         let delivered_ms = message.delivered_ms.unwrap_or(message.store_ms);
         let observed = seen_us as f64 / 1000.0 + self.clock_offset_ms as f64 - due_ms as f64;
@@ -578,12 +583,17 @@ fn delivery_checks(workload: &str, total: u64, consumed: &Consumed) -> Vec<Figur
                 workload,
                 "missing",
                 "count",
-                total.saturating_sub(consumed.unique) as f64,
+                total.saturating_sub(consumed.seen.unique) as f64,
             ),
             Goal::AtMost(0.0),
         ),
         with_goal(
-            figure(workload, "duplicates", "count", consumed.duplicates as f64),
+            figure(
+                workload,
+                "duplicates",
+                "count",
+                consumed.seen.duplicates as f64,
+            ),
             Goal::AtMost(0.0),
         ),
     ]
@@ -861,11 +871,11 @@ fn lateness(config: &Config, delays: Delays, seed: u64) -> Result<Vec<Figure>, S
     let load = load?;
     produced.failures.report(&workload, "delayed");
     load.failures.report(&workload, "load");
-    if consumed.unique < total {
+    if consumed.seen.unique < total {
         eprintln!(
             "  {workload}: {} of {total} delayed messages not delivered within {} s; pending per \
              level {:?}, per tier {:?}",
-            total - consumed.unique,
+            total - consumed.seen.unique,
             timeout.as_secs(),
             stats.pending_per_level,
             stats.pending_per_tier
@@ -963,13 +973,9 @@ fn burst(config: &Config, seed: u64, ahead: Ahead) -> Result<Vec<Figure>, String
             ..store_options(BIG_SEGMENT_BYTES)
         },
     };
-    let store = open_store(&dir, options)?;
-    let result = burst_store(config, &store, &clock, seed, ahead, &workload);
-    store
-        .close()
-        .map_err(|e| format!("closing the store: {e}"))?;
-    remove_dir(&dir);
-    result
+    with_store(&dir, options, |store| {
+        burst_store(config, store, &clock, seed, ahead, &workload)
+    })
 }
 
 fn burst_store(
@@ -1081,13 +1087,9 @@ fn drain(config: &Config) -> Result<Vec<Figure>, String> {
         clock: Arc::new(clock.clone()),
         ..store_options(BIG_SEGMENT_BYTES)
     };
-    let store = open_store(&dir, options)?;
-    let result = drain_store(config, &store, &clock, &workload);
-    store
-        .close()
-        .map_err(|e| format!("closing the store: {e}"))?;
-    remove_dir(&dir);
-    result
+    with_store(&dir, options, |store| {
+        drain_store(config, store, &clock, &workload)
+    })
 }
 
 fn drain_store(
@@ -1142,29 +1144,14 @@ fn drain_store(
 fn puts_plain(config: &Config) -> Result<Vec<Figure>, String> {
     let workload = Workload::PutsPlain.name();
     let dir = fresh_dir(&config.dir, "puts-plain")?;
-    let store = open_store(&dir, store_options(BIG_SEGMENT_BYTES))?;
-    let mut message = numbered(TOPIC, SMALL_BODY, 0);
-    let mut failures = PutFailures::default();
-    let start = Instant::now();
-    for seq in 0..config.put_count {
-        set_seq(&mut message, seq);
-        put_retrying(&store, &message, &mut failures)?;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    store
-        .close()
-        .map_err(|e| format!("closing the store: {e}"))?;
-    remove_dir(&dir);
-    failures.report(&workload, "plain");
-    Ok(vec![
-        figure(
-            &workload,
-            "put_rate",
-            "msg/s",
-            config.put_count as f64 / secs,
-        ),
-        figure(&workload, "put_failures", "count", failures.count as f64),
-    ])
+    put_rate_figures(
+        &workload,
+        "plain",
+        &dir,
+        store_options(BIG_SEGMENT_BYTES),
+        numbered(TOPIC, SMALL_BODY, 0),
+        config.put_count,
+    )
 }
 
 fn puts_delayed_then_cancel(config: &Config, seed: u64) -> Result<Vec<Figure>, String> {
@@ -1366,25 +1353,17 @@ fn report(
         ),
         "burst/",
     );
-    if let (Some(a), Some(b)) = (
-        results.get("burst/same_second", "all_in_queue_after_second_start"),
-        results.get("burst/drain_levels", "all_in_queue_after_jump"),
-    ) {
-        ratios.push((
-            "burst/same_second",
-            "all_in_queue / drain".to_owned(),
-            per_rep_ratios(a, b),
-        ));
-    }
-    if let (Some(a), Some(b)) = (
-        results.get("burst/day_ahead", "all_in_queue_after_second_start"),
-        results.get("burst/drain_levels", "all_in_queue_after_jump"),
-    ) {
-        ratios.push((
-            "burst/day_ahead",
-            "all_in_queue / drain".to_owned(),
-            per_rep_ratios(a, b),
-        ));
+    for workload in ["burst/same_second", "burst/day_ahead"] {
+        if let (Some(a), Some(b)) = (
+            results.get(workload, "all_in_queue_after_second_start"),
+            results.get("burst/drain_levels", "all_in_queue_after_jump"),
+        ) {
+            ratios.push((
+                workload,
+                "all_in_queue / drain".to_owned(),
+                per_rep_ratios(a, b),
+            ));
+        }
     }
     print_section(
         results,
@@ -1439,7 +1418,9 @@ fn report(
             "figure": name, "unit": "B", "published": bytes, "measured": false,
         }));
     }
-    write_json_lines(path, &lines);
+    if let Err(e) = write_json_lines(path, &lines) {
+        eprintln!("{e}");
+    }
 }
 
 /// Anonymous memory per extra pending message between the smallest and the largest memory
@@ -1483,38 +1464,16 @@ fn main() {
         }
         return;
     }
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = args
-        .dir
-        .clone()
-        .or_else(|| std::env::var_os("DELAYSTORE_BENCH_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| manifest.join("target"));
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| manifest.join("target").join("bench-timer.jsonl"));
-    let dir = root.join(format!("bench-timer-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        eprintln!("creating {dir:?}: {e}");
-        std::process::exit(2);
-    }
+    let dir = run_dir(args.dir.as_deref(), "timer").unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    let json_path = json_path(args.json.as_deref(), "bench-timer.jsonl");
     let config = Config::new(dir.clone(), args.quick, args.memory_sizes.clone());
     let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 });
     let mode = if args.quick { "quick" } else { "full" };
     let machine = machine_json(&dir);
-    println!(
-        "machine: {} cpus ({}), {} GiB; {}",
-        machine["nproc"], machine["cpu"], machine["mem_gib"], machine["kernel"]
-    );
-    println!(
-        "stores in {} ({}, {})",
-        dir.display(),
-        machine["device"],
-        machine["fs_type"]
-    );
-    if machine["fs_type"] == "tmpfs" {
-        eprintln!("warning: the store directory is on tmpfs; the figures do not describe a disk");
-    }
+    print_machine(&machine, &dir);
 
     let mut workloads = vec![
         Workload::Lateness {
@@ -1559,25 +1518,7 @@ fn main() {
             order.splice(0..0, memory.iter().copied());
         }
         for workload in order {
-            let name = workload.name();
-            eprint!("rep {}/{reps}: {name} ... ", rep + 1);
-            if let Err(e) = std::io::stderr().flush() {
-                eprintln!("(stderr: {e})");
-            }
-            settle_disk();
-            let t = Instant::now();
-            match workload.run(&config, rep) {
-                Ok(figures) => {
-                    eprintln!("{:.1} s", t.elapsed().as_secs_f64());
-                    for f in figures {
-                        results.add(f);
-                    }
-                }
-                Err(e) => {
-                    eprintln!("FAILED: {e}");
-                    results.failures.push((name, rep + 1, e));
-                }
-            }
+            results.run_workload(workload.name(), rep, reps, || workload.run(&config, rep));
         }
     }
     eprintln!("total {:.0} s", started.elapsed().as_secs_f64());

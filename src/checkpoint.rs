@@ -11,6 +11,7 @@ use std::path::Path;
 
 use crate::bytes::{get_u16, get_u32, get_u64, get_u8, put_u64, put_u8, split};
 use crate::consume_queue::QueueKey;
+use crate::dispatch::SegmentRefs;
 use crate::error::{DecodeError, Error, Result};
 use crate::framed::{frame, unframe};
 use crate::io::{write_atomic, FileSystem};
@@ -20,7 +21,7 @@ pub const CHECKPOINT_FILE: &str = "checkpoint";
 /// `DSCK`.
 pub const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DSCK");
 /// Checkpoint format version.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_VERSION: u32 = 2;
 const PAYLOAD_BYTES: usize = 32;
 
 /// The checkpoint's content.
@@ -42,6 +43,9 @@ pub struct Checkpoint {
     /// Consumed count of every timed queue (delay level or timer slot, by
     /// [`crate::consume_queue::TimedQueue::to_id`]) for the records below `log_end_offset`.
     pub cursors: Vec<(u16, u64)>,
+    /// Retention references of every segment that has any, for the records below
+    /// `log_end_offset` (see [`crate::dispatch::SegmentRefs`]).
+    pub segment_refs: Vec<(u64, SegmentRefs)>,
 }
 
 impl Checkpoint {
@@ -79,6 +83,13 @@ impl Checkpoint {
             payload.extend_from_slice(&queue.to_le_bytes());
             payload.extend_from_slice(&delivered.to_le_bytes());
         }
+        let segments = u32::try_from(self.segment_refs.len()).unwrap_or(u32::MAX);
+        payload.extend_from_slice(&segments.to_le_bytes());
+        for (base, refs) in self.segment_refs.iter().take(segments as usize) {
+            payload.extend_from_slice(&base.to_le_bytes());
+            payload.extend_from_slice(&refs.pending.to_le_bytes());
+            payload.extend_from_slice(&refs.last_delivery_offset.to_le_bytes());
+        }
         frame(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &payload)
     }
 
@@ -99,6 +110,7 @@ impl Checkpoint {
             clean_shutdown: clean,
             queue_counts: Vec::new(),
             cursors: Vec::new(),
+            segment_refs: Vec::new(),
         };
         let (count, tail) = split(rest, 4)?;
         rest = tail;
@@ -146,6 +158,19 @@ impl Checkpoint {
             checkpoint
                 .cursors
                 .push((get_u16(cursor, 0), get_u64(cursor, 2)));
+        }
+        let (segments, tail) = split(rest, 4)?;
+        rest = tail;
+        for _ in 0..get_u32(segments, 0) {
+            let (refs, tail) = split(rest, 24)?;
+            rest = tail;
+            checkpoint.segment_refs.push((
+                get_u64(refs, 0),
+                SegmentRefs {
+                    pending: get_u64(refs, 8),
+                    last_delivery_offset: get_u64(refs, 16),
+                },
+            ));
         }
         if !rest.is_empty() {
             return Err(DecodeError::BadLength {

@@ -2,7 +2,8 @@
 //! the message was first indexed (its first timed queue and its offset there).
 //!
 //! One column of 8-byte slots per timed queue, in slot files of [`DECISION_FILE_SLOTS`] under
-//! `decisions/<timed-queue id>/<first slot, 20 digits>`, created sparse on first use. A slot
+//! `decisions/<timed-queue id>/<first slot, 20 digits>`, created on first use ([`SlotFile`]:
+//! memory-mapped atomics on the real file system, so a lookup costs no system call). A slot
 //! holds `kind << 62 | log offset of the deciding record` (0 = undecided): the deciding record
 //! (a delivery or a cancel) is the truth, the slot only finds it. Derived data like the
 //! consume queues: written when the decision is taken and again by dispatch from the record
@@ -26,6 +27,9 @@ use crate::naming::offset_file_name;
 pub const DECISIONS_DIR: &str = "decisions";
 /// Slots per decision file (512 KiB files).
 pub const DECISION_FILE_SLOTS: u64 = 64 * 1024;
+/// Most decision files kept open (each holds a file descriptor); a file closed to make room
+/// is synced first, so closing never loses a write the next checkpoint relies on.
+pub const OPEN_FILES_MAX: usize = 64;
 const SLOT_BYTES: u64 = 8;
 const OFFSET_MASK: u64 = (1 << 62) - 1;
 
@@ -69,6 +73,9 @@ pub struct Decisions {
     dir: PathBuf,
     fs: Arc<dyn FileSystem>,
     files: RwLock<HashMap<(TimedQueue, u64), Arc<dyn SlotFile>>>,
+    /// Files known not to exist (only this store creates them, through [`Decisions::ensure`]),
+    /// so that looking up an undecided message costs no `stat`.
+    missing: RwLock<std::collections::HashSet<(TimedQueue, u64)>>,
 }
 
 impl Decisions {
@@ -78,6 +85,7 @@ impl Decisions {
             dir: store_dir.join(DECISIONS_DIR),
             fs,
             files: RwLock::new(HashMap::new()),
+            missing: RwLock::new(std::collections::HashSet::new()),
         }
     }
 
@@ -96,12 +104,17 @@ impl Decisions {
         if let Some(file) = self.files.read().get(&(queue, first)) {
             return Ok(Some(file.clone()));
         }
+        if !create && self.missing.read().contains(&(queue, first)) {
+            return Ok(None);
+        }
         let dir = self.column_dir(queue);
         let path = dir.join(offset_file_name(first));
         let exists = self.fs.exists(&path);
         if !exists && !create {
+            self.missing.write().insert((queue, first));
             return Ok(None);
         }
+        self.missing.write().remove(&(queue, first));
         let mut files = self.files.write();
         if let Some(file) = files.get(&(queue, first)) {
             return Ok(Some(file.clone()));
@@ -117,8 +130,58 @@ impl Decisions {
         if !exists {
             self.fs.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
         }
+        if files.len() >= OPEN_FILES_MAX {
+            self.close_one(&mut files, (queue, first))?;
+        }
         files.insert((queue, first), file.clone());
         Ok(Some(file))
+    }
+
+    /// Closes one open file other than `keep`, after syncing it. A failed sync keeps the file
+    /// open and is returned: the next checkpoint's sync then fails too and poisons the store.
+    fn close_one(
+        &self,
+        files: &mut HashMap<(TimedQueue, u64), Arc<dyn SlotFile>>,
+        keep: (TimedQueue, u64),
+    ) -> Result<()> {
+        let Some(key) = files.keys().copied().find(|key| *key != keep) else {
+            return Ok(());
+        };
+        if let Some(file) = files.get(&key) {
+            file.sync()
+                .map_err(|e| Error::io(self.slot_path(key.0, key.1), e))?;
+        }
+        files.remove(&key);
+        Ok(())
+    }
+
+    /// Deletes the files of `queue` whose slots all lie below `index`: the messages first
+    /// indexed there are gone from the log (retention), so no one asks for their decisions.
+    pub fn retire_below(&self, queue: TimedQueue, index: u64) -> Result<()> {
+        let dir = self.column_dir(queue);
+        if !self.fs.exists(&dir) {
+            return Ok(());
+        }
+        let names = self.fs.list_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut removed = false;
+        for name in names {
+            let Some(first) = crate::naming::parse_offset_file_name(&name) else {
+                continue;
+            };
+            if first.saturating_add(DECISION_FILE_SLOTS) > index {
+                continue;
+            }
+            self.files.write().remove(&(queue, first));
+            let path = dir.join(&name);
+            self.fs
+                .remove_file(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            removed = true;
+        }
+        if removed {
+            self.fs.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(())
     }
 
     fn slot_path(&self, queue: TimedQueue, index: u64) -> PathBuf {
@@ -131,11 +194,17 @@ impl Decisions {
         let Some(file) = self.file(queue, index, false)? else {
             return Ok(None);
         };
-        let at = (index % DECISION_FILE_SLOTS) * SLOT_BYTES;
-        let mut slot = [0u8; SLOT_BYTES as usize];
-        file.read_at(at, &mut slot)
+        let slot = file
+            .load(index % DECISION_FILE_SLOTS)
             .map_err(|e| Error::io(self.slot_path(queue, index), e))?;
-        Ok(Decision::decode(u64::from_le_bytes(slot)))
+        Ok(Decision::decode(slot))
+    }
+
+    /// Makes sure the file holding entry `index`'s slot exists, so that a following
+    /// [`Decisions::set`] cannot fail for want of space: callers ensure it before they append
+    /// the deciding record.
+    pub fn ensure(&self, queue: TimedQueue, index: u64) -> Result<()> {
+        self.file(queue, index, true).map(|_| ())
     }
 
     /// Records a decision for entry `index` of `queue`.
@@ -143,8 +212,7 @@ impl Decisions {
         let Some(file) = self.file(queue, index, true)? else {
             return Ok(());
         };
-        let at = (index % DECISION_FILE_SLOTS) * SLOT_BYTES;
-        file.write_at(at, &decision.encode().to_le_bytes())
+        file.store(index % DECISION_FILE_SLOTS, decision.encode())
             .map_err(|e| Error::io(self.slot_path(queue, index), e))
     }
 

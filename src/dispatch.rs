@@ -23,6 +23,7 @@ use crate::error::{DecodeError, Result};
 use crate::signal::Signal;
 use crate::timer::{release_ms, slot_for};
 use crate::topic::topic_name_problem;
+use std::collections::BTreeMap;
 
 /// Bytes of log dispatched per batch before the batch lock is released.
 const BATCH_BYTES_MAX: u64 = 4 * 1024 * 1024;
@@ -49,9 +50,24 @@ pub fn dispatch_target<'a>(header: &RecordHeader, topic: &'a str) -> Option<Queu
 /// been delivered, hopped or discarded (a record naming them is in the log). Derived only from
 /// those records, by dispatch, so recovery recomputes it from the log and the checkpoint
 /// snapshots it together with the queue counts.
+///
+/// It also keeps, per commit-log segment, what retention must not delete under it (see
+/// [`SegmentRefs`]), derived the same way and snapshotted with the cursors.
 #[derive(Debug)]
 pub struct DeliveryCursors {
     delivered: Vec<AtomicU64>,
+    segments: Mutex<BTreeMap<u64, SegmentRefs>>,
+}
+
+/// What keeps a commit-log segment from retention, by segment base offset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentRefs {
+    /// Delayed messages stored in the segment whose timed-queue entry is not consumed yet
+    /// (neither delivered nor discarded): their records must stay.
+    pub pending: u64,
+    /// Log offset of the newest delivery record that re-posted a message stored in the
+    /// segment (0 = none): until consumers have read past it, the content must stay.
+    pub last_delivery_offset: u64,
 }
 
 /// Number of timed-queue ids (`0..512`, see [`TimedQueue::to_id`]).
@@ -61,20 +77,49 @@ impl Default for DeliveryCursors {
     fn default() -> Self {
         DeliveryCursors {
             delivered: (0..TIMED_ID_COUNT).map(|_| AtomicU64::new(0)).collect(),
+            segments: Mutex::new(BTreeMap::new()),
         }
     }
 }
 
 impl DeliveryCursors {
-    /// Cursors starting from a checkpoint's list of (timed-queue id, cursor).
-    pub fn from_list(list: &[(u16, u64)]) -> Self {
+    /// Cursors starting from a checkpoint's lists of (timed-queue id, cursor) and of
+    /// (segment base, references).
+    pub fn from_lists(list: &[(u16, u64)], segments: &[(u64, SegmentRefs)]) -> Self {
         let cursors = DeliveryCursors::default();
         for &(id, delivered) in list {
             if let Some(queue) = TimedQueue::from_id(id) {
                 cursors.advance(queue, delivered);
             }
         }
+        cursors.segments.lock().extend(segments.iter().copied());
         cursors
+    }
+
+    /// The references of every segment that has any.
+    pub fn segment_refs(&self) -> Vec<(u64, SegmentRefs)> {
+        self.segments
+            .lock()
+            .iter()
+            .filter(|(_, refs)| **refs != SegmentRefs::default())
+            .map(|(base, refs)| (*base, *refs))
+            .collect()
+    }
+
+    /// The references of one segment.
+    pub fn refs_of(&self, base: u64) -> SegmentRefs {
+        self.segments.lock().get(&base).copied().unwrap_or_default()
+    }
+
+    /// Forgets segments below `start` (retired).
+    pub fn forget_below(&self, start: u64) {
+        self.segments.lock().retain(|base, _| *base >= start);
+    }
+
+    fn update(&self, base: Option<u64>, change: impl FnOnce(&mut SegmentRefs)) {
+        if let Some(base) = base {
+            change(self.segments.lock().entry(base).or_default());
+        }
     }
 
     /// Entries of `queue` below this have been consumed.
@@ -224,10 +269,19 @@ pub fn dispatch_range(
             .ok()
             .filter(|t| !header.kind.has_topic() || topic_name_problem(t).is_none())
             .ok_or_else(|| log.corruption(pos, DecodeError::BadField { field: "topic" }))?;
+        // Segment references count each record once: in the live path and in recovery's
+        // replay from the checkpoint (which holds the counts below it), not when rebuilding.
+        let counting = only.is_none();
         if let Some(target) = dispatch_target(&header, topic) {
+            if counting && target.timed().is_some() && header.kind == RecordKind::Message {
+                cursors.update(log.segment_base_for(pos), |refs| refs.pending += 1);
+            }
             let wanted = only.is_none_or(|set| set.contains(&target.to_key()));
             if wanted {
                 let queue = queues.get_or_create(target)?;
+                if log.start_offset() > 0 {
+                    queue.start_at(header.queue_offset);
+                }
                 if header.queue_offset >= queue.entry_count() {
                     queue.append(header.queue_offset, &entry_for(&header, target))?;
                     entries += 1;
@@ -259,6 +313,22 @@ pub fn dispatch_range(
             }
             if header.kind != RecordKind::Cancel {
                 cursors.advance(origin.source, origin.source_offset.saturating_add(1));
+            }
+            if counting {
+                let base = log.segment_base_for(origin.log_offset);
+                match header.kind {
+                    RecordKind::Delivery => cursors.update(base, |refs| {
+                        refs.pending = refs.pending.saturating_sub(1);
+                        refs.last_delivery_offset = refs.last_delivery_offset.max(pos);
+                    }),
+                    RecordKind::Discard => {
+                        cursors.update(base, |refs| refs.pending = refs.pending.saturating_sub(1))
+                    }
+                    RecordKind::Hop
+                    | RecordKind::Cancel
+                    | RecordKind::Message
+                    | RecordKind::Filler => {}
+                }
             }
         }
         pos += u64::from(header.total_bytes);

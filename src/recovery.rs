@@ -311,12 +311,11 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         queues.insert(&key, queue);
     }
 
-    let cursors = DeliveryCursors::from_list(
-        &checkpoint
-            .as_ref()
-            .map(|c| c.cursors.clone())
-            .unwrap_or_default(),
-    );
+    let (cursor_list, segment_refs) = checkpoint
+        .as_ref()
+        .map(|c| (c.cursors.clone(), c.segment_refs.clone()))
+        .unwrap_or_default();
+    let cursors = DeliveryCursors::from_lists(&cursor_list, &segment_refs);
     let mut entries_replayed = 0;
     if !queues_rebuilt.is_empty() {
         let only: HashSet<QueueKey> = queues_rebuilt.iter().cloned().collect();
@@ -562,8 +561,8 @@ fn read_bytes(segment: &Segment, at: u64, buf: &mut [u8]) -> std::result::Result
 
 /// How many leading entries of `queue` can be trusted, at most `count`. Entries below the
 /// checkpointed count were synced before the checkpoint, so they are intact unless files are
-/// missing or damaged: the files must start at entry 0 (there is no retention of queue files
-/// yet) and be contiguous, and the last entry must match its record. Otherwise the longest
+/// missing or damaged: the files must be contiguous from the first one retention kept, and the
+/// last entry must match its record. Otherwise the longest
 /// matching prefix before the first gap is found by binary search (an entry matches only if its
 /// record names this queue and this index, so matching entries form a prefix); damage inside a
 /// file that leaves the last entry intact is outside the fault model and is reported by reads
@@ -575,18 +574,21 @@ fn good_prefix(
     count: u64,
     limit: u64,
 ) -> u64 {
-    if count == 0 {
+    // Queue files go only after retention deleted log segments: a queue that starts later in
+    // a log that still starts at 0 lost its first files, and is rebuilt.
+    let min = queue.min_entry();
+    if min > 0 && log.start_offset() == 0 {
         return 0;
     }
-    if queue.min_entry() != 0 {
-        return 0;
+    if count <= min {
+        return count.min(min);
     }
     let contiguous = queue.contiguous_end().min(count);
     let matches = |index: u64| entry_matches(log, queue, key, index, limit);
     if contiguous == count && matches(count - 1) {
         return count;
     }
-    let (mut lo, mut hi) = (0, contiguous);
+    let (mut lo, mut hi) = (min, contiguous.max(min));
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if matches(mid) {
@@ -610,6 +612,10 @@ fn entry_matches(
     let Ok(entry) = queue.get(index) else {
         return false;
     };
+    if entry.log_offset < log.start_offset() {
+        // Its record was deleted by retention: nothing to check it against.
+        return true;
+    }
     if entry
         .log_offset
         .saturating_add(u64::from(entry.record_bytes))

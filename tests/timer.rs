@@ -316,3 +316,39 @@ fn stats_count_pending_timer_messages_per_tier() {
     assert_eq!(store.stats().next_due_ms, Some(T0 + 10));
     store.close().unwrap();
 }
+
+#[test]
+fn due_outlook_counts_messages_per_upcoming_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let store = common::open(
+        dir.path(),
+        Options {
+            delay_levels: Some("5s".into()),
+            ..options(&clock)
+        },
+    );
+    // 3 due in second 2, 1 in second 5 (a level), 2 in second 59, 1 beyond the window.
+    for delay_ms in [2_000, 2_500, 2_999, 59_000, 59_999, 600_000] {
+        store
+            .put(&Message::new("o", "x").with_delay_ms(delay_ms))
+            .unwrap();
+    }
+    store
+        .put(&Message::new("o", "x").with_delay_level(1))
+        .unwrap();
+    store.flush().unwrap();
+    let outlook = eventually(
+        || store.due_outlook().due_per_second.iter().sum::<u64>(),
+        &6,
+    );
+    assert_eq!(outlook, 6);
+    let outlook = store.due_outlook();
+    assert_eq!(outlook.due_per_second.len(), 60);
+    assert_eq!(outlook.due_per_second[2], 3);
+    assert_eq!(outlook.due_per_second[5], 1);
+    assert_eq!(outlook.due_per_second[59], 2);
+    assert_eq!((outlook.overdue, outlook.delivery_lag_ms), (0, 0));
+    assert!(!outlook.truncated);
+    store.close().unwrap();
+}

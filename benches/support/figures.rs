@@ -1,13 +1,23 @@
 //! Figures of a bench run: each measured number of each repetition, collected into series,
 //! printed as a table (median and min-max over repetitions, with the target each is held to)
-//! and turned into JSON lines, one per figure. Shared by the delivery and timer benches.
+//! and turned into JSON lines, one per figure. Shared by the append, delivery and timer benches
+//! (which also include `support/json_lines.rs`, `support/machine.rs`, `support/run.rs` and
+//! `support/summary.rs`).
 
 // Each bench includes this file as its own module and uses only part of it.
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::time::Instant;
+
+use std::path::Path;
+
+use delaystore::{Message, Options};
 use serde_json::json;
 
 use super::json_lines::unix_time_s;
+use super::machine::settle_disk;
+use super::run::put_rate;
 use super::summary::{percentile, summarize};
 
 /// Whether a figure should be low or high, and the bound it is held to.
@@ -91,6 +101,24 @@ pub fn lateness_figures(
     ]
 }
 
+/// The `put_rate` (msg/s) and `put_failures` figures of `count` timed puts of `message` into a
+/// fresh store at `dir` (see [`put_rate`]); failures are reported on stderr as `who`'s.
+pub fn put_rate_figures(
+    workload: &str,
+    who: &str,
+    dir: &Path,
+    options: Options,
+    message: Message,
+    count: u64,
+) -> Result<Vec<Figure>, String> {
+    let (rate, failures) = put_rate(dir, options, message, count)?;
+    failures.report(workload, who);
+    Ok(vec![
+        figure(workload, "put_rate", "msg/s", rate),
+        figure(workload, "put_failures", "count", failures.count as f64),
+    ])
+}
+
 /// A figure over all repetitions, in first-seen order.
 #[derive(Debug)]
 pub struct Series {
@@ -123,6 +151,35 @@ impl Results {
                 goal: figure.goal,
                 values: vec![figure.value],
             }),
+        }
+    }
+
+    /// Runs workload `name` of repetition `rep` (0-based, of `reps`) after settling the disk,
+    /// says on stderr how long it took, and records its figures or its failure.
+    pub fn run_workload(
+        &mut self,
+        name: String,
+        rep: usize,
+        reps: usize,
+        run: impl FnOnce() -> Result<Vec<Figure>, String>,
+    ) {
+        eprint!("rep {}/{reps}: {name} ... ", rep + 1);
+        if let Err(e) = std::io::stderr().flush() {
+            eprintln!("(stderr: {e})");
+        }
+        settle_disk();
+        let t = Instant::now();
+        match run() {
+            Ok(figures) => {
+                eprintln!("{:.1} s", t.elapsed().as_secs_f64());
+                for f in figures {
+                    self.add(f);
+                }
+            }
+            Err(e) => {
+                eprintln!("FAILED: {e}");
+                self.failures.push((name, rep + 1, e));
+            }
         }
     }
 
@@ -185,7 +242,7 @@ pub fn per_rep_ratios(a: &Series, b: &Series) -> Vec<f64> {
     a.values.iter().zip(&b.values).map(|(x, y)| x / y).collect()
 }
 
-/// A value in its unit's usual form (`1.07 M` msg/s, `0.68x`, `27` ms...).
+/// A value in its unit's usual form (`1.07 M` msg/s, `0.68x`, `42 %`, `27` ms...).
 pub fn human(value: f64, unit: &str) -> String {
     match unit {
         "msg/s" | "cancels/s" => {
@@ -198,6 +255,8 @@ pub fn human(value: f64, unit: &str) -> String {
             }
         }
         "ratio" => format!("{value:.2}x"),
+        // A fraction (of a ceiling, say) shown as a percentage.
+        "percent" => format!("{:.0} %", value * 100.0),
         "count" => format!("{value:.0}"),
         "s" => format!("{value:.2}"),
         "rows" | "puts" | "B" => format!("{value:.2}"),

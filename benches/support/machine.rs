@@ -60,9 +60,10 @@ pub fn mem_total_kib() -> u64 {
 }
 
 /// The machine facts every bench records with its results: CPUs, kernel, memory, the device
-/// and file system of `dir`, and the source measured. `git` is `BENCH_GIT_REV` when set (a run
-/// outside a checkout), else `git describe --always --dirty`; `src_dirty` says whether `src/`
-/// had uncommitted changes (then the commit alone does not identify the code measured).
+/// and file system of `dir`, the load average when the run starts, and the source measured.
+/// `git` is `BENCH_GIT_REV` when set (a run outside a checkout), else `git describe --always
+/// --dirty`; `src_dirty` says whether `src/` had uncommitted changes (then the commit alone
+/// does not identify the code measured).
 pub fn machine_json(dir: &Path) -> serde_json::Value {
     let git_output = |args: &[&str]| {
         std::process::Command::new("git")
@@ -89,7 +90,31 @@ pub fn machine_json(dir: &Path) -> serde_json::Value {
         "git": git,
         "src_dirty": src_dirty,
         "crate_dir": env!("CARGO_MANIFEST_DIR"),
+        "loadavg_at_start": read_trimmed("/proc/loadavg"),
     })
+}
+
+/// Prints the machine facts of [`machine_json`] and where the stores are (stdout), and warns
+/// when that is tmpfs (stderr).
+pub fn print_machine(machine: &serde_json::Value, dir: &Path) {
+    let text = |key: &str| machine[key].as_str().unwrap_or("?").to_owned();
+    println!(
+        "machine: {} cpus ({}), {} GiB; {}",
+        machine["nproc"],
+        text("cpu"),
+        machine["mem_gib"],
+        text("kernel")
+    );
+    println!(
+        "stores in {} ({}, {}); load average {}",
+        dir.display(),
+        text("device"),
+        text("fs_type"),
+        text("loadavg_at_start")
+    );
+    if machine["fs_type"] == "tmpfs" {
+        eprintln!("warning: the store directory is on tmpfs; the figures do not describe a disk");
+    }
 }
 
 /// Flushes other dirty data (earlier workloads, other users of the disk) before a workload, so

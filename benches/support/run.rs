@@ -1,6 +1,6 @@
-//! Running workloads against a store, shared by the delivery and timer benches: fresh store
-//! directories, opening a store without its open-time disk work landing in a measurement,
-//! puts that count and retry transient failures, threads, and wall-clock time.
+//! Running workloads against a store, shared by the delivery, timer and compare benches: fresh
+//! store directories, opening a store without its open-time disk work landing in a measurement,
+//! puts that count and retry transient failures, and threads.
 
 // Each bench includes this file as its own module and uses only part of it.
 #![allow(dead_code)]
@@ -8,43 +8,52 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use delaystore::commit_log::COMMIT_LOG_DIR;
 use delaystore::naming::offset_file_name;
 use delaystore::{Message, Options, Store};
 
-/// Wall-clock time in microseconds since the epoch.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// Milliseconds from `due_ms` to now, with microsecond resolution.
-pub fn ms_since(due_ms: u64) -> f64 {
-    now_us() as f64 / 1000.0 - due_ms as f64
-}
-
-pub fn sleep_until(at: Instant) {
-    let now = Instant::now();
-    if at > now {
-        std::thread::sleep(at - now);
-    }
-}
-
-/// A fresh, empty store directory `name` under `root` (removed first if it exists).
-pub fn fresh_dir(root: &Path, name: &str) -> Result<PathBuf, String> {
-    let dir = root.join(name);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {dir:?}: {e}"))?;
-    }
+/// The directory a bench run keeps its stores in, created: `bench-{name}-{pid}` under `dir`
+/// (the bench's `--dir`), else under `$DELAYSTORE_BENCH_DIR`, else under the crate's `target/`.
+pub fn run_dir(dir: Option<&Path>, name: &str) -> Result<PathBuf, String> {
+    let root = dir
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("DELAYSTORE_BENCH_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = root.join(format!("bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {dir:?}: {e}"))?;
     Ok(dir)
 }
 
+/// A fresh, empty store directory `name` under `root` (removed first if it exists; the store
+/// creates it).
+pub fn fresh_dir(root: &Path, name: &str) -> Result<PathBuf, String> {
+    let dir = root.join(name);
+    clear_dir(&dir)?;
+    Ok(dir)
+}
+
+/// An empty directory at `dir` (removing what was there).
+pub fn empty_dir(dir: &Path) -> Result<(), String> {
+    clear_dir(dir)?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir:?}: {e}"))
+}
+
+/// Removes `dir` and everything under it, if it exists.
+fn clear_dir(dir: &Path) -> Result<(), String> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("removing {dir:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Removes `dir` if it exists, warning (not failing) if that does not work.
 pub fn remove_dir(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        eprintln!("warning: removing {dir:?}: {e}");
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            eprintln!("warning: removing {dir:?}: {e}");
+        }
     }
 }
 
@@ -126,6 +135,44 @@ pub fn put_retrying(
             Err(e) => return Err(format!("put failed for 30 s: {e}")),
         }
     }
+}
+
+/// Opens a fresh store at `dir` with `options`, runs `body` on it, then closes the store and
+/// removes `dir` (also when `body` failed; its error is returned).
+pub fn with_store<T>(
+    dir: &Path,
+    options: Options,
+    body: impl FnOnce(&Store) -> Result<T, String>,
+) -> Result<T, String> {
+    let store = open_store(dir, options)?;
+    let result = body(&store);
+    store
+        .close()
+        .map_err(|e| format!("closing the store: {e}"))?;
+    remove_dir(dir);
+    result
+}
+
+/// Opens a fresh store at `dir` with `options`, times `count` puts of `message` (its first 8
+/// body bytes set to each put's number, little-endian), then closes and removes the store.
+/// Returns the puts per second and the failures retried.
+pub fn put_rate(
+    dir: &Path,
+    options: Options,
+    mut message: Message,
+    count: u64,
+) -> Result<(f64, PutFailures), String> {
+    with_store(dir, options, |store| {
+        let mut failures = PutFailures::default();
+        let start = Instant::now();
+        for seq in 0..count {
+            if let Some(number) = message.body.get_mut(..8) {
+                number.copy_from_slice(&seq.to_le_bytes());
+            }
+            put_retrying(store, &message, &mut failures)?;
+        }
+        Ok((count as f64 / start.elapsed().as_secs_f64(), failures))
+    })
 }
 
 pub fn join<T>(handle: JoinHandle<T>, what: &str) -> Result<T, String> {

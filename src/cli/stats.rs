@@ -10,6 +10,7 @@ use super::{emit, open_store};
 pub fn run(dir: &Path) -> Result<i32, Error> {
     let store = open_store(dir, false)?;
     let stats = store.stats();
+    let outlook = store.due_outlook();
     let levels = store.delay_levels_ms();
     store.close()?;
     let messages: u64 = stats
@@ -35,9 +36,18 @@ pub fn run(dir: &Path) -> Result<i32, Error> {
         .collect();
     emit(&serde_json::json!({
         "messages": messages,
-        "pending_delayed": stats.pending_per_level.iter().map(|(_, c)| c).sum::<u64>(),
+        "pending_delayed": stats.pending_per_level.iter().map(|(_, c)| c).sum::<u64>()
+            + stats.pending_per_tier.iter().sum::<u64>(),
         "pending_per_level": pending,
+        "pending_per_timer_tier": stats.pending_per_tier,
         "next_due_ms": stats.next_due_ms,
+        "due_per_second": outlook.due_per_second,
+        "overdue": outlook.overdue,
+        "delivery_lag_ms": outlook.delivery_lag_ms,
+        "outlook_truncated": outlook.truncated,
+        "cancelled": stats.cancelled,
+        "forced_deleted_messages": stats.forced_deleted_messages,
+        "undeliverable": stats.undeliverable,
         "levels_ms": levels,
         "consumer_lag": consumers,
         "log_start_offset": stats.log_start_offset,

@@ -151,6 +151,38 @@ impl CommitLog {
         self.poisoned.load(Ordering::Acquire)
     }
 
+    /// Deletes the oldest `count` segments (never the one being written): they leave the
+    /// segment list at once (readers holding one keep its mapping until they drop it), then
+    /// their files are removed and the directory synced. Returns the new start offset.
+    pub fn retire_oldest(&self, count: usize) -> Result<u64> {
+        let retired: Vec<Arc<Segment>> = {
+            let writer = self.writer.lock();
+            let mut segments = self.segments.write();
+            let active = segments
+                .iter()
+                .position(|s| s.base_offset == writer.active.base_offset)
+                .unwrap_or(segments.len());
+            let count = count.min(active);
+            segments.drain(..count).collect()
+        };
+        for segment in &retired {
+            self.fs
+                .remove_file(&segment.path)
+                .map_err(|e| Error::io(&segment.path, e))?;
+        }
+        if !retired.is_empty() {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io(&self.dir, e))?;
+        }
+        Ok(self.start_offset())
+    }
+
+    /// Base offset of the segment holding `log_offset`, if it is still stored.
+    pub fn segment_base_for(&self, log_offset: u64) -> Option<u64> {
+        self.segment_for(log_offset).map(|s| s.base_offset)
+    }
+
     /// Snapshot of the segments.
     pub fn segments(&self) -> Vec<Arc<Segment>> {
         self.segments.read().clone()

@@ -5,8 +5,8 @@
 //! Two kinds of file exist:
 //! - **mapped files** of a fixed length (commit-log segments, consume-queue files), appended in
 //!   place and synced by range;
-//! - **slot files** (delayed messages' decisions): fixed-size slots written in place and read
-//!   back through the kernel (no mapping), each slot written by one thread at a time;
+//! - **slot files** (delayed messages' decisions): 8-byte slots loaded and stored in place, by
+//!   any thread at any time (atomic operations on a mapping in the real implementation);
 //! - **small files** (checkpoint, meta, consumer offsets), always replaced whole and atomically
 //!   with [`write_atomic`].
 //!
@@ -58,18 +58,18 @@ pub trait MappedFile: Send + Sync + Debug {
     fn reset_tail(&mut self, readable_bytes: u64, zero_tail: bool) -> io::Result<u64>;
 }
 
-/// A fixed-length file of small slots, written in place with `pwrite` and read with `pread`
-/// (no mapping: a slot may be rewritten while others are read, without any unsafe code).
-/// Created sparse: a write into a hole on a full disk fails with `ENOSPC`, never `SIGBUS`.
-/// Bytes never written read as zeros.
+/// A fixed-length file of 8-byte little-endian slots, each loaded and stored in place, by any
+/// thread at any time (a slot is rewritten while others are read). Created with its blocks
+/// reserved, never sparse: a full disk fails the creation with `ENOSPC`, never a later store
+/// with `SIGBUS`. Slots never stored read as 0.
 pub trait SlotFile: Send + Sync + Debug {
-    /// Length of the file in bytes (fixed while open).
-    fn len_bytes(&self) -> u64;
-    /// Copies `buf.len()` bytes at `offset` into `buf` (`InvalidInput` past the end).
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
-    /// Writes `bytes` at `offset` (`InvalidInput` past the end).
-    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()>;
-    /// Makes every write so far durable. A failure must be treated as fatal by the caller.
+    /// Number of slots (fixed while open).
+    fn slot_count(&self) -> u64;
+    /// The value of slot `index` (`InvalidInput` past the end).
+    fn load(&self, index: u64) -> io::Result<u64>;
+    /// Stores `value` in slot `index` (`InvalidInput` past the end).
+    fn store(&self, index: u64, value: u64) -> io::Result<()>;
+    /// Makes every store so far durable. A failure must be treated as fatal by the caller.
     fn sync(&self) -> io::Result<()>;
 }
 
@@ -111,8 +111,9 @@ pub trait FileSystem: Send + Sync + Debug {
 
     /// Opens a mapped file.
     fn open_mapped(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn MappedFile>>;
-    /// Opens the slot file at `path`, creating it with `len_bytes` (sparse) if it is missing;
-    /// an existing shorter file (a size change lost in a power loss) is extended with zeros. The new name is durable only after
+    /// Opens the slot file at `path`, creating it with `len_bytes` (blocks reserved) if it is
+    /// missing; an existing shorter file (a size change lost in a power loss) is extended with
+    /// zeros. The new name is durable only after
     /// [`FileSystem::sync_dir`].
     fn open_slots(&self, path: &Path, len_bytes: u64) -> io::Result<Box<dyn SlotFile>>;
 

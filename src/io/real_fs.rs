@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use super::mmap::MmapFile;
-use super::{out_of_bounds, FileSystem, LockGuard, MappedFile, OpenMode, SlotFile};
+use super::mmap::MmapSlots;
+use super::{FileSystem, LockGuard, MappedFile, OpenMode, SlotFile};
 
 /// The operating system's file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -67,15 +68,15 @@ impl FileSystem for RealFs {
             .create(true)
             .truncate(false)
             .open(path)?;
+        let mut file = file;
         let mut len = file.metadata()?.len();
         if len < len_bytes {
-            file.set_len(len_bytes)?;
+            // Reserved, not sparse: a store into a hole on a full disk would raise SIGBUS.
+            reserve(&mut file, len_bytes)?;
+            file.sync_all()?;
             len = len_bytes;
         }
-        Ok(Box::new(RealSlots {
-            file,
-            len_bytes: len,
-        }))
+        Ok(Box::new(MmapSlots::map(&file, len)?))
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -167,41 +168,4 @@ fn zero_fill(file: &mut File, len_bytes: u64) -> io::Result<()> {
         left -= n as u64;
     }
     Ok(())
-}
-
-/// A slot file on the real file system.
-#[derive(Debug)]
-struct RealSlots {
-    file: File,
-    len_bytes: u64,
-}
-
-impl RealSlots {
-    fn check(&self, what: &str, offset: u64, len: usize) -> io::Result<()> {
-        let end = offset.checked_add(len as u64);
-        if end.is_none_or(|end| end > self.len_bytes) {
-            return Err(out_of_bounds(what, offset, len as u64, self.len_bytes));
-        }
-        Ok(())
-    }
-}
-
-impl SlotFile for RealSlots {
-    fn len_bytes(&self) -> u64 {
-        self.len_bytes
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.check("read", offset, buf.len())?;
-        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
-    }
-
-    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        self.check("write", offset, bytes.len())?;
-        std::os::unix::fs::FileExt::write_all_at(&self.file, bytes, offset)
-    }
-
-    fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
-    }
 }

@@ -120,6 +120,7 @@ impl Inner {
     /// Appends a cancel record for a pending message and records the decision. The caller
     /// holds the decide lock and has checked there is no decision yet. Returns the log end.
     pub(super) fn cancel_pending(&self, origin: &OriginRef) -> Result<u64> {
+        self.decisions.ensure(origin.first, origin.first_offset)?;
         let appended = self.append_control(
             RecordKind::Cancel,
             &origin.encode(),
@@ -127,11 +128,7 @@ impl Inner {
             self.clock.now_ms(),
             |_, _| (0, 0),
         )?;
-        self.decisions.set(
-            origin.first,
-            origin.first_offset,
-            Decision::Cancelled(appended.placement.log_offset),
-        )?;
+        self.record_decision(origin, Decision::Cancelled(appended.placement.log_offset));
         self.cancelled.fetch_add(1, Ordering::Relaxed);
         Ok(appended.end_offset)
     }
@@ -139,6 +136,10 @@ impl Inner {
     /// Re-posts the origin's message to its target queue as a delivery record, and records
     /// the decision. The caller holds the decide lock.
     fn deliver(&self, origin: &OriginRef, now_ms: u64) -> Result<u64> {
+        if origin.log_offset < self.log.start_offset() {
+            // Forced out of the log under disk pressure (counted when deleted).
+            return self.discard(origin, now_ms);
+        }
         let bytes = match self.read_checked(origin.log_offset) {
             Ok(bytes) => bytes,
             Err(err @ Error::Corruption { .. }) => {
@@ -159,6 +160,7 @@ impl Inner {
             }
         };
         let (topic, queue, due_ms) = (record.topic, record.header.queue_id, record.header.due_ms);
+        self.decisions.ensure(origin.first, origin.first_offset)?;
         let queue_count = self.meta.read().queue_count(topic).max(queue + 1);
         let body = origin.encode();
         let level = match origin.source {
@@ -189,12 +191,21 @@ impl Inner {
                 queue_offset,
             })
         })?;
-        self.decisions.set(
-            origin.first,
-            origin.first_offset,
-            Decision::Delivered(appended.placement.log_offset),
-        )?;
+        self.record_decision(origin, Decision::Delivered(appended.placement.log_offset));
         Ok(appended.end_offset)
+    }
+
+    /// Records a decision whose record is appended. Its slot's file exists (the caller ensured
+    /// it before appending), so this cannot fail for want of space; if it fails anyway the
+    /// error is reported, not returned: the record is in the log, so retrying the decision
+    /// would append a second one, and dispatch records the slot from the record soon after.
+    fn record_decision(&self, origin: &OriginRef, decision: Decision) {
+        if let Err(err) = self
+            .decisions
+            .set(origin.first, origin.first_offset, decision)
+        {
+            eprintln!("delaystore: recording a decision failed (dispatch will redo it): {err}");
+        }
     }
 }
 
@@ -248,7 +259,13 @@ impl DeliveryHost for Inner {
     }
 
     fn delivered(&self, queue: TimedQueue) -> u64 {
-        self.progress.cursors.delivered(queue)
+        // After retention, a queue rebuilt without a checkpoint may start above a cursor that
+        // no surviving record advanced: its entries below the start were consumed.
+        let first = self
+            .queues
+            .get(queue.queue_ref())
+            .map_or(0, |q| q.min_entry());
+        self.progress.cursors.delivered(queue).max(first)
     }
 
     fn store_ms(&self, entry: &Entry) -> Result<u64> {
@@ -274,6 +291,9 @@ impl DeliveryHost for Inner {
             first_offset: index,
         };
         let _decide = self.decide.lock();
+        if entry.log_offset < self.log.start_offset() {
+            return self.discard(&origin, now_ms);
+        }
         if let TimedQueue::Level(_) = queue {
             // The loop released it at its due time (or its jump-corrected deadline).
             return self.deliver_undecided(&origin, now_ms);

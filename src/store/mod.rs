@@ -36,7 +36,11 @@ use crate::signal::Signal;
 use crate::timer::{slot_for, slot_tier};
 use crate::topic::{queue_for_key, validate_topic};
 
+pub use due_outlook::DueOutlook;
+
 mod delivery_host;
+mod due_outlook;
+mod retention;
 
 /// Name of the lock file inside the store directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -151,6 +155,9 @@ pub struct Stats {
     pub undeliverable: u64,
     /// Delayed messages cancelled since open.
     pub cancelled: u64,
+    /// Pending or unconsumed messages deleted since open because the segments exceeded
+    /// `Options::disk_usage_hard_bytes` (each forced deletion is also reported on stderr).
+    pub forced_deleted_messages: u64,
     /// Whether a failed sync poisoned the store.
     pub poisoned: bool,
 }
@@ -191,6 +198,8 @@ struct Inner {
     undeliverable: AtomicU64,
     /// Delayed messages cancelled (since open).
     cancelled: AtomicU64,
+    /// Messages lost to forced deletions under `disk_usage_hard_bytes` (since open).
+    forced_deleted: AtomicU64,
     /// Newest store time handed out (or found in the log at open): see
     /// [`DeliveryHost::newest_store_ms`].
     newest_store_ms: AtomicU64,
@@ -202,6 +211,10 @@ struct Inner {
     /// Time of the last checkpoint; also held while one is written, so that `flush` and the
     /// flusher never write the checkpoint's temporary file at the same time.
     last_checkpoint: Mutex<Instant>,
+    /// `last_record_offset` of the last checkpoint written: retention never deletes the
+    /// segment holding it or any later one, so the checkpoint a crash falls back to never
+    /// names a deleted record.
+    checkpointed_last_record: AtomicU64,
     recovery: RecoveryReport,
 }
 
@@ -313,6 +326,7 @@ impl Store {
             round_robin: AtomicU32::new(0),
             undeliverable: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
+            forced_deleted: AtomicU64::new(0),
             newest_store_ms: AtomicU64::new(0),
             timed_queues: (1..=level_count)
                 .map(TimedQueue::Level)
@@ -321,6 +335,7 @@ impl Store {
             stopping: AtomicBool::new(false),
             stop_signal: Signal::new(),
             last_checkpoint: Mutex::new(Instant::now()),
+            checkpointed_last_record: AtomicU64::new(0),
             recovery,
             options,
         });
@@ -633,6 +648,12 @@ impl Store {
         self.inner.stats()
     }
 
+    /// How many pending delayed messages fall due in each of the next 60 seconds, and how late
+    /// the oldest overdue one is: for admission control. Reads up to 200,000 queue entries.
+    pub fn due_outlook(&self) -> DueOutlook {
+        self.inner.due_outlook()
+    }
+
     /// Closes the store: stops the background threads, syncs everything, and writes a clean
     /// checkpoint so the next open does not scan the log.
     pub fn close(mut self) -> Result<()> {
@@ -829,14 +850,24 @@ impl Inner {
         let Some(cq) = self.queues.get(QueueRef::Topic(topic, queue)) else {
             return Ok(Vec::new());
         };
-        let start = from.max(cq.min_entry());
+        let log_start = self.log.start_offset();
+        let mut start = from.max(cq.min_entry());
+        if start < cq.entry_count() && cq.get(start)?.log_offset < log_start {
+            // Entries whose segments retention deleted: start after them.
+            start = start.max(retention::first_entry_at_or_after(&cq, log_start));
+        }
         let end = cq
             .entry_count()
             .min(start.saturating_add(u64::try_from(max).unwrap_or(u64::MAX)));
         let mut out = Vec::with_capacity(usize::try_from(end.saturating_sub(start)).unwrap_or(0));
         for index in start..end {
             let entry = cq.get(index)?;
-            let bytes = self.read_checked(entry.log_offset)?;
+            let bytes = match self.read_checked(entry.log_offset) {
+                Ok(bytes) => bytes,
+                // Retention deleted its segment while we read.
+                Err(_) if entry.log_offset < self.log.start_offset() => continue,
+                Err(err) => return Err(err),
+            };
             let record = decode_record(&bytes, entry.log_offset)
                 .map_err(|kind| self.log.corruption(entry.log_offset, kind))?;
             let belongs = record.header.queue_offset == index
@@ -854,6 +885,10 @@ impl Inner {
                 // A delivered message: its content is in the origin record.
                 let origin = OriginRef::decode(record.body)
                     .map_err(|kind| self.log.corruption(entry.log_offset, kind))?;
+                if origin.log_offset < log_start {
+                    // Forced out of the log under disk pressure (counted when deleted).
+                    continue;
+                }
                 let origin_bytes = self.read_checked(origin.log_offset)?;
                 let origin_record = decode_record(&origin_bytes, origin.log_offset)
                     .map_err(|kind| self.log.corruption(origin.log_offset, kind))?;
@@ -954,7 +989,7 @@ impl Inner {
         if due {
             self.write_checkpoint(false)?;
         }
-        Ok(())
+        self.retain()
     }
 
     /// Syncs everything dispatch derives from the log: consume queues and decisions.
@@ -998,7 +1033,10 @@ impl Inner {
                 self.progress.dispatched_end(),
                 self.progress.last_record_offset(),
                 counts,
-                self.progress.cursors.to_list(),
+                (
+                    self.progress.cursors.to_list(),
+                    self.progress.cursors.segment_refs(),
+                ),
             )
         };
         self.sync_queues()?;
@@ -1009,10 +1047,13 @@ impl Inner {
             written_ms: self.clock.now_ms(),
             clean_shutdown,
             queue_counts,
-            cursors: level_cursors,
+            cursors: level_cursors.0,
+            segment_refs: level_cursors.1,
         }
         .store(self.fs.as_ref(), &self.dir)?;
         *last_checkpoint = Instant::now();
+        self.checkpointed_last_record
+            .store(last_record_offset, Ordering::Release);
         Ok(())
     }
 
@@ -1081,6 +1122,7 @@ impl Inner {
             next_due_ms,
             undeliverable: self.undeliverable.load(Ordering::Relaxed),
             cancelled: self.cancelled.load(Ordering::Relaxed),
+            forced_deleted_messages: self.forced_deleted.load(Ordering::Relaxed),
             poisoned: self.log.is_poisoned(),
         }
     }

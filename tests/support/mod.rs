@@ -1,5 +1,5 @@
 //! Helpers shared by `tests/delivery.rs`, `tests/timer.rs` and `tests/cli.rs` only.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Debug;
 use std::thread;

@@ -419,6 +419,7 @@ fn fuzzed_checkpoint(input: &mut Reader<'_>, image: &Image) -> Checkpoint {
         clean_shutdown,
         queue_counts,
         cursors,
+        segment_refs: Vec::new(),
     }
 }
 
@@ -446,6 +447,7 @@ fn consistent_checkpoint(input: &mut Reader<'_>, image: &Image) -> Checkpoint {
             .iter()
             .map(|(k, v)| (u16::from(*k), *v))
             .collect(),
+        segment_refs: Vec::new(),
     }
 }
 
