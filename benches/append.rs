@@ -22,28 +22,34 @@
 // The raw ceiling maps a file; the store itself keeps its `unsafe` in `src/io/mmap.rs`.
 #![allow(unsafe_code)]
 
+#[path = "support/figures.rs"]
+mod figures;
+#[path = "support/json_lines.rs"]
+mod json_lines;
 #[path = "support/machine.rs"]
 mod machine;
 #[path = "support/raw_record.rs"]
 mod raw_record;
+#[path = "support/run.rs"]
+mod run;
 #[path = "support/summary.rs"]
 mod summary;
 
-use machine::{cpu_model, mem_total_kib, mount_of, read_trimmed};
-use raw_record::{create_zeroed, raw_record, record_bytes, seal_raw};
+use figures::human;
+use json_lines::{json_path, unix_time_s, write_json_lines};
+use machine::{machine_json, print_machine, settle_disk};
+use raw_record::{create_zeroed, pwrite_fdatasync_loop, raw_record, record_bytes, write_sealed};
+use run::settle_after_open;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use summary::{percentile, summarize};
 
 use clap::Parser;
-use delaystore::commit_log::COMMIT_LOG_DIR;
-use delaystore::naming::offset_file_name;
 use delaystore::{Error, Message, Options, Store, SyncMode};
 use memmap2::MmapOptions;
 use serde_json::json;
@@ -307,38 +313,11 @@ fn store_options(sync_mode: SyncMode) -> Options {
     }
 }
 
-/// Waits until the background preallocator has created, zero-filled and synced the second
-/// segment, which it starts right after `Store::open`, so that this open-time work does not
-/// land inside the timed loop. Later segments are prepared while the loop runs.
-fn settle_after_open(store_dir: &Path) -> Result<(), String> {
-    let path = store_dir
-        .join(COMMIT_LOG_DIR)
-        .join(offset_file_name(SEGMENT_BYTES));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() == SEGMENT_BYTES => break,
-            _ if Instant::now() > deadline => {
-                // The store no longer prepares it at open: time the loop anyway, and say so.
-                eprintln!("warning: second segment {path:?} not prepared within 60 s");
-                return Ok(());
-            }
-            _ => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    // fsync waits for the preallocator's own sync of the same pages; then leave it time to map.
-    File::open(&path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| format!("syncing {path:?}: {e}"))?;
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(())
-}
-
 fn async_put(dir: &Path, body: usize, count: u64) -> Result<Sample, String> {
     let store_dir = dir.join("store");
     let store = Store::open(&store_dir, store_options(SyncMode::Async))
         .map_err(|e| format!("opening the store: {e}"))?;
-    settle_after_open(&store_dir)?;
+    settle_after_open(&store_dir, SEGMENT_BYTES)?;
     let message = bench_message(body);
     let mut batches: Vec<f64> = Vec::with_capacity((count as usize).div_ceil(BATCH));
     let start = Instant::now();
@@ -444,12 +423,7 @@ fn raw_mmap(dir: &Path, body: usize, fill: Fill, count: u64) -> Result<Sample, S
     let mut map =
         unsafe { options.map_mut(&file) }.map_err(|e| format!("mapping {path:?}: {e}"))?;
     let start = Instant::now();
-    let mut at = 0usize;
-    while at < total {
-        seal_raw(&mut record, at as u64);
-        map[at..at + len].copy_from_slice(&record);
-        at += len;
-    }
+    write_sealed(&mut map[..total], &mut record);
     let elapsed = start.elapsed().as_secs_f64();
     std::hint::black_box(&map);
     drop(map);
@@ -466,7 +440,7 @@ fn sync_put(dir: &Path, threads: usize, duration: Duration) -> Result<Sample, St
         Store::open(&store_dir, store_options(SyncMode::Sync))
             .map_err(|e| format!("opening the store: {e}"))?,
     );
-    settle_after_open(&store_dir)?;
+    settle_after_open(&store_dir, SEGMENT_BYTES)?;
     let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(Barrier::new(threads + 1));
     let handles: Vec<_> = (0..threads)
@@ -533,91 +507,11 @@ fn latency_sample(mut latencies: Vec<u64>, elapsed: f64) -> Sample {
 
 fn raw_fsync(dir: &Path, duration: Duration) -> Result<Sample, String> {
     let mut record = raw_record(TOPIC, SYNC_BODY);
-    let len = record.len() as u64;
     let path = dir.join("raw-fsync");
     let file =
         create_zeroed(&path, SEGMENT_BYTES).map_err(|e| format!("creating {path:?}: {e}"))?;
-    let mut latencies = Vec::with_capacity(1 << 16);
-    let start = Instant::now();
-    let mut at = 0u64;
-    while start.elapsed() < duration {
-        let t0 = Instant::now();
-        seal_raw(&mut record, at);
-        file.write_all_at(&record, at)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| format!("pwrite + fdatasync at {at}: {e}"))?;
-        latencies.push(t0.elapsed().as_nanos() as u64);
-        at += len;
-        if at + len > SEGMENT_BYTES {
-            at = 0;
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
+    let (latencies, elapsed) = pwrite_fdatasync_loop(&file, SEGMENT_BYTES, &mut record, duration)?;
     Ok(latency_sample(latencies, elapsed))
-}
-
-/// Flushes other dirty data (earlier workloads, other users of the disk) before a workload, so
-/// its writeback does not land inside the next measurement. Best effort.
-fn settle_disk() {
-    let _ = std::process::Command::new("sync").status();
-    std::thread::sleep(Duration::from_millis(200));
-}
-
-fn human(value: f64, unit: &str) -> String {
-    match unit {
-        "msg/s" => {
-            if value >= 1e6 {
-                format!("{:.2} M", value / 1e6)
-            } else if value >= 1e3 {
-                format!("{:.1} k", value / 1e3)
-            } else {
-                format!("{value:.0}")
-            }
-        }
-        "ratio" => format!("{:.0} %", value * 100.0),
-        "count" => format!("{value:.0}"),
-        "s" => format!("{value:.2}"),
-        _ => {
-            if value >= 100.0 {
-                format!("{value:.0}")
-            } else {
-                format!("{value:.1}")
-            }
-        }
-    }
-}
-
-/// A JSON string without its quotes (`?` for anything else).
-fn text(value: &serde_json::Value) -> &str {
-    value.as_str().unwrap_or("?")
-}
-
-fn machine_info(dir: &Path) -> serde_json::Value {
-    let cpu = cpu_model();
-    let mem_kib = mem_total_kib();
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let (device, fs_type) = mount_of(dir);
-    // `BENCH_GIT_REV` names the source when the bench runs outside a checkout.
-    let git = std::env::var("BENCH_GIT_REV").ok().or_else(|| {
-        std::process::Command::new("git")
-            .args(["describe", "--always", "--dirty"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    });
-    json!({
-        "nproc": nproc,
-        "kernel": read_trimmed("/proc/version"),
-        "cpu": cpu,
-        "mem_gib": (mem_kib as f64 / 1048576.0 * 10.0).round() / 10.0,
-        "bench_dir": dir.display().to_string(),
-        "device": device,
-        "fs_type": fs_type,
-        "git": git,
-        "crate_dir": env!("CARGO_MANIFEST_DIR"),
-    })
 }
 
 /// A figure's value in one repetition.
@@ -683,10 +577,7 @@ fn main() {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = args.dir.clone().unwrap_or_else(|| manifest.join("target"));
     std::fs::create_dir_all(&dir).expect("creating the bench directory");
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| manifest.join("target").join("bench-append.jsonl"));
+    let json_path = json_path(args.json.as_deref(), "bench-append.jsonl");
     let scale = if args.quick { 10 } else { 1 };
     let config = Config {
         dir: dir.clone(),
@@ -698,28 +589,16 @@ fn main() {
             5.0
         })),
     };
-    let machine = machine_info(&dir);
+    let machine = machine_json(&dir);
     let mode = if args.quick { "quick" } else { "full" };
     println!("delaystore append benchmark ({mode}, {} reps)", args.reps);
+    print_machine(&machine, &dir);
     println!(
-        "machine: {} cpus ({}), {} GiB, {}",
-        machine["nproc"],
-        text(&machine["cpu"]),
-        machine["mem_gib"],
-        text(&machine["kernel"])
-    );
-    println!(
-        "dir: {} on {} ({}); async {} MiB/size (cap {} msgs), sync {:.1} s/workload",
-        dir.display(),
-        text(&machine["device"]),
-        text(&machine["fs_type"]),
+        "async {} MiB/size (cap {} msgs), sync {:.1} s/workload",
         config.async_bytes >> 20,
         config.async_max_msgs,
         config.sync_time.as_secs_f64()
     );
-    if machine["fs_type"] == "tmpfs" {
-        println!("WARNING: the bench directory is on tmpfs: disk figures are meaningless");
-    }
 
     let mut results = Results::default();
     let bench_start = Instant::now();
@@ -819,9 +698,7 @@ fn ratios() -> Vec<Ratio> {
 }
 
 fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usize, path: &Path) {
-    let run_id = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let run_id = unix_time_s();
     let mut lines: Vec<serde_json::Value> = Vec::new();
     let base = |workload: Workload| {
         json!({
@@ -885,9 +762,9 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
         println!(
             "{:<44} {:>10} {:>10} {:>10}",
             ratio.name,
-            human(s.median, "ratio"),
-            human(s.min, "ratio"),
-            human(s.max, "ratio")
+            human(s.median, "percent"),
+            human(s.min, "percent"),
+            human(s.max, "percent")
         );
         ratio_medians.insert(ratio.name.clone(), s.median);
         let mut line = base(ratio.of);
@@ -929,8 +806,13 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
         ),
     ];
     for (name, value, target, unit) in targets {
+        // The ratio target is a fraction of the ceiling, shown as a percentage.
+        let shown_unit = if unit == "ratio" { "percent" } else { unit };
         let (shown, met) = match value {
-            Some(v) => (human(v, unit), if v >= target { "MET" } else { "MISSED" }),
+            Some(v) => (
+                human(v, shown_unit),
+                if v >= target { "MET" } else { "MISSED" },
+            ),
             None => ("n/a".to_owned(), "NOT RUN"),
         };
         println!("{name:<44} {shown:>10}  {met}");
@@ -954,13 +836,7 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
         }
     }
 
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).expect("creating the JSON output directory");
+    if let Err(e) = write_json_lines(path, &lines) {
+        eprintln!("{e}");
     }
-    let mut out = File::create(path).expect("creating the JSON-lines output");
-    for line in &lines {
-        writeln!(out, "{line}").expect("writing the JSON-lines output");
-    }
-    println!();
-    println!("{} JSON lines written to {}", lines.len(), path.display());
 }

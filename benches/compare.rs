@@ -18,12 +18,18 @@
 //! (`target/compare.jsonl`) and renders the generated section of `docs/benchmarks.md` with
 //! SVG plots in `docs/img/`; `-- --render-only target/compare.jsonl` re-renders from a file.
 
+#[path = "support/json_lines.rs"]
+mod json_lines;
 #[path = "support/machine.rs"]
 mod machine;
 #[path = "support/orders.rs"]
 mod orders;
+#[path = "support/pull.rs"]
+mod pull;
 #[path = "support/raw_record.rs"]
 mod raw_record;
+#[path = "support/run.rs"]
+mod run;
 #[path = "support/summary.rs"]
 mod summary;
 #[path = "support/timing.rs"]
@@ -84,7 +90,7 @@ mod servers;
 mod util;
 
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use clap::Parser;
 use serde_json::json;
@@ -112,7 +118,7 @@ fn main() {
         }
         return;
     }
-    match run(&args, &manifest, &report) {
+    match run(&args, &report) {
         Ok(0) => {}
         Ok(failures) => {
             eprintln!("{failures} measurement(s) failed (see FAILED lines and the JSON)");
@@ -126,7 +132,7 @@ fn main() {
 }
 
 /// Runs the selected suites; returns the number of failed measurements.
-fn run(args: &Args, manifest: &Path, report: &Path) -> Result<usize, String> {
+fn run(args: &Args, report: &Path) -> Result<usize, String> {
     let suites: Vec<&str> = if args.suite == "all" {
         SUITES.to_vec()
     } else {
@@ -150,33 +156,12 @@ fn run(args: &Args, manifest: &Path, report: &Path) -> Result<usize, String> {
             .map(|n| PeerKind::from_name(n.trim()).ok_or(format!("unknown peer {n:?}")))
             .collect::<Result<_, _>>()?,
     };
-    let root = args
-        .dir
-        .clone()
-        .or_else(|| std::env::var_os("DELAYSTORE_BENCH_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| manifest.join("target"));
-    let dir = root.join(format!("bench-compare-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {dir:?}: {e}"))?;
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| manifest.join("target").join("compare.jsonl"));
+    let dir = run::run_dir(args.dir.as_deref(), "compare")?;
+    let json_path = json_lines::json_path(args.json.as_deref(), "compare.jsonl");
     let config = Config::new(dir.clone(), args.quick, args.reps);
     let mode = if args.quick { "quick" } else { "full" };
-    let machine = machine_info(&dir);
-    println!(
-        "machine: {} cpus ({}), {} GiB; {}; stores in {} ({}, {})",
-        machine["nproc"],
-        machine["cpu"],
-        machine["mem_gib"],
-        machine["kernel"],
-        dir.display(),
-        machine["device"],
-        machine["fs_type"]
-    );
-    if machine["fs_type"] == "tmpfs" {
-        eprintln!("warning: the run directory is on tmpfs; the figures do not describe a disk");
-    }
+    let machine = machine::machine_json(&dir);
+    machine::print_machine(&machine, &dir);
 
     let started = Instant::now();
     let mut rec = Recorder::default();
@@ -239,11 +224,9 @@ fn run(args: &Args, manifest: &Path, report: &Path) -> Result<usize, String> {
     let secs = started.elapsed().as_secs_f64();
     eprintln!("total {secs:.0} s");
     ctx.servers.stop();
-    util::remove_dir(&dir);
+    run::remove_dir(&dir);
 
-    let unix_time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let unix_time = json_lines::unix_time_s();
     let head = vec![
         json!({"kind": "machine", "machine": machine}),
         json!({
@@ -264,33 +247,7 @@ fn run(args: &Args, manifest: &Path, report: &Path) -> Result<usize, String> {
             },
         }),
     ];
-    if let Some(parent) = json_path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("creating {parent:?}: {e}"))?;
-    }
-    std::fs::write(&json_path, rec.to_json_lines(&head))
-        .map_err(|e| format!("writing {json_path:?}: {e}"))?;
-    println!("JSON lines: {}", json_path.display());
+    json_lines::write_json_lines(&json_path, &rec.to_json_lines(&head))?;
     render::render_file(&json_path, report)?;
     Ok(rec.failures.len())
-}
-
-fn machine_info(dir: &Path) -> serde_json::Value {
-    let (device, fs_type) = machine::mount_of(dir);
-    let git = std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    json!({
-        "nproc": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "kernel": machine::read_trimmed("/proc/version"),
-        "cpu": machine::cpu_model(),
-        "mem_gib": (machine::mem_total_kib() as f64 / 1048576.0 * 10.0).round() / 10.0,
-        "device": device,
-        "fs_type": fs_type,
-        "git": git,
-        "loadavg_at_start": machine::read_trimmed("/proc/loadavg"),
-    })
 }

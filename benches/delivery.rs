@@ -26,32 +26,46 @@
 //! Run: `cargo bench --bench delivery -- [--quick] [--reps N] [--dir PATH]`. Prints a table and
 //! writes one JSON line per figure to `target/bench-delivery.jsonl` (see `docs/benchmarks.md`).
 
+#[path = "support/figures.rs"]
+mod figures;
+#[path = "support/json_lines.rs"]
+mod json_lines;
 #[path = "support/machine.rs"]
 mod machine;
 #[path = "support/orders.rs"]
 mod orders;
+#[path = "support/pull.rs"]
+mod pull;
+#[path = "support/run.rs"]
+mod run;
 #[path = "support/summary.rs"]
 mod summary;
 #[path = "support/timing.rs"]
 mod timing;
 
-use machine::{cpu_model, mem_total_kib, mount_of, read_trimmed};
+use figures::{
+    cell, figure, lateness_figures, per_rep_ratios, print_ratio, print_section, put_rate_figures,
+    ratio_line, with_goal, Figure, Goal, Results,
+};
+use json_lines::{json_path, write_json_lines};
+use machine::{machine_json, print_machine};
 use orders::{close_by_store, scan_table, Table};
-use std::io::Write;
+use pull::{body_seq, consume_topic, Consumer, Seen};
+use run::{
+    close_shared, fresh_dir, join, open_store, put_retrying, remove_dir, run_dir, spawn,
+    with_store, PutFailures,
+};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use summary::{percentile, summarize};
+use std::time::{Duration, Instant};
 use timing::{now_us, sleep_until};
 
 use clap::Parser;
-use delaystore::commit_log::COMMIT_LOG_DIR;
 use delaystore::delay_levels::format_delay_levels;
-use delaystore::naming::offset_file_name;
-use delaystore::{Clock, ManualClock, Message, Options, Store, SyncMode, SystemClock};
-use serde_json::json;
+use delaystore::{
+    Clock, ManualClock, Message, Options, Store, StoredMessage, SyncMode, SystemClock,
+};
 
 const LOAD_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
 const ORDERS_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -71,7 +85,6 @@ const DRAIN_TOPIC: &str = "drain";
 const ORDER_TOPIC: &str = "order-close";
 const DRAIN_CLOCK_JUMP_MS: u64 = 3 * 3_600_000;
 const MANUAL_START_MS: u64 = 1_700_000_000_000;
-const PULL_BATCH: usize = 1024;
 
 /// Targets from the brief: figures to compare against, not assertions.
 const TARGET_STORE_P99_MS: f64 = 5.0;
@@ -183,234 +196,8 @@ impl Workload {
     }
 }
 
-/// Whether a figure should be low or high, and the bound it is held to.
-#[derive(Debug, Clone, Copy)]
-enum Goal {
-    AtMost(f64),
-    AtLeast(f64),
-}
-
-impl Goal {
-    fn met(self, value: f64) -> bool {
-        match self {
-            Goal::AtMost(bound) => value <= bound,
-            Goal::AtLeast(bound) => value >= bound,
-        }
-    }
-
-    fn describe(self, unit: &str) -> String {
-        match self {
-            Goal::AtMost(bound) => format!("<= {}", human(bound, unit)),
-            Goal::AtLeast(bound) => format!(">= {}", human(bound, unit)),
-        }
-    }
-}
-
-/// One measured number of one repetition.
-#[derive(Debug, Clone)]
-struct Figure {
-    workload: String,
-    name: String,
-    unit: &'static str,
-    value: f64,
-    goal: Option<Goal>,
-}
-
-fn figure(workload: &str, name: &str, unit: &'static str, value: f64) -> Figure {
-    Figure {
-        workload: workload.to_owned(),
-        name: name.to_owned(),
-        unit,
-        value,
-        goal: None,
-    }
-}
-
-fn with_goal(mut figure: Figure, goal: Goal) -> Figure {
-    figure.goal = Some(goal);
-    figure
-}
-
-/// A figure over all repetitions, in first-seen order.
-#[derive(Debug)]
-struct Series {
-    workload: String,
-    name: String,
-    unit: &'static str,
-    goal: Option<Goal>,
-    values: Vec<f64>,
-}
-
-#[derive(Debug, Default)]
-struct Results {
-    series: Vec<Series>,
-    failures: Vec<(String, usize, String)>,
-}
-
-impl Results {
-    fn add(&mut self, figure: Figure) {
-        let found = self
-            .series
-            .iter_mut()
-            .find(|s| s.workload == figure.workload && s.name == figure.name);
-        match found {
-            Some(series) => series.values.push(figure.value),
-            None => self.series.push(Series {
-                workload: figure.workload,
-                name: figure.name,
-                unit: figure.unit,
-                goal: figure.goal,
-                values: vec![figure.value],
-            }),
-        }
-    }
-
-    fn get(&self, workload: &str, name: &str) -> Option<&Series> {
-        self.series
-            .iter()
-            .find(|s| s.workload == workload && s.name == name)
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// p50, p99 and max figures of `values` (sorted in place), named `{prefix}_p50` and so on.
-fn lateness_figures(
-    workload: &str,
-    prefix: &str,
-    values: &mut [f64],
-    p99_goal: Option<Goal>,
-) -> Vec<Figure> {
-    values.sort_by(f64::total_cmp);
-    let mut p99 = figure(
-        workload,
-        &format!("{prefix}_p99"),
-        "ms",
-        percentile(values, 0.99),
-    );
-    p99.goal = p99_goal;
-    vec![
-        figure(
-            workload,
-            &format!("{prefix}_p50"),
-            "ms",
-            percentile(values, 0.5),
-        ),
-        p99,
-        figure(
-            workload,
-            &format!("{prefix}_max"),
-            "ms",
-            percentile(values, 1.0),
-        ),
-    ]
-}
-
-/// A fresh, empty store directory under the run's directory.
-fn fresh_dir(config: &Config, name: &str) -> Result<PathBuf, String> {
-    let dir = config.dir.join(name);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {dir:?}: {e}"))?;
-    }
-    Ok(dir)
-}
-
-fn remove_dir(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        eprintln!("warning: removing {dir:?}: {e}");
-    }
-}
-
-fn open_store(dir: &Path, options: Options) -> Result<Store, String> {
-    let segment_bytes = options.segment_bytes;
-    let store = Store::open(dir, options).map_err(|e| format!("opening {dir:?}: {e}"))?;
-    settle_after_open(dir, segment_bytes)?;
-    Ok(store)
-}
-
-/// Waits until the background preallocator has created, zero-filled and synced the second
-/// segment, which it starts right after `Store::open`, so that this open-time disk work does
-/// not land inside a measurement. Later segments are prepared while the workload runs.
-fn settle_after_open(store_dir: &Path, segment_bytes: u64) -> Result<(), String> {
-    let path = store_dir
-        .join(COMMIT_LOG_DIR)
-        .join(offset_file_name(segment_bytes));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() == segment_bytes => break,
-            _ if Instant::now() > deadline => {
-                return Err(format!("second segment {path:?} not prepared within 120 s"));
-            }
-            _ => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    std::fs::File::open(&path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| format!("syncing {path:?}: {e}"))?;
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(())
-}
-
-/// Flushes other dirty data (earlier workloads, other users of the disk) before a workload, so
-/// its writeback does not land inside the next measurement. Best effort.
-fn settle_disk() {
-    let _ = std::process::Command::new("sync").status();
-    std::thread::sleep(Duration::from_millis(200));
-}
-
-/// Closes a store shared with threads that have all been joined.
-fn close_shared(store: Arc<Store>) -> Result<(), String> {
-    match Arc::into_inner(store) {
-        Some(store) => store.close().map_err(|e| format!("closing the store: {e}")),
-        None => Err("the store is still shared at close".to_owned()),
-    }
-}
-
-/// Put failures retried by [`put_retrying`].
-#[derive(Debug, Default)]
-struct PutFailures {
-    count: u64,
-    first: Option<String>,
-}
-
-/// Puts `message`, retrying a failed put (after 1 ms) for up to 30 s, so that a transient store
-/// error shows up as a counted failure instead of a lost message.
-fn put_retrying(
-    store: &Store,
-    message: &Message,
-    failures: &mut PutFailures,
-) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match store.put(message) {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() < deadline => {
-                failures.count += 1;
-                failures.first.get_or_insert_with(|| e.to_string());
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(format!("put failed for 30 s: {e}")),
-        }
-    }
-}
-
-fn join<T>(handle: JoinHandle<T>, what: &str) -> Result<T, String> {
-    handle
-        .join()
-        .map_err(|_| format!("the {what} thread panicked"))
-}
-
-fn spawn<T: Send + 'static>(
-    name: &str,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> Result<JoinHandle<T>, String> {
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(body)
-        .map_err(|e| format!("spawning {name}: {e}"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // 1. Delivery lateness under load
@@ -431,12 +218,12 @@ struct Bulk {
     failures: PutFailures,
 }
 
-#[derive(Debug, Default)]
+/// What the consumer of the load workload received.
+#[derive(Debug)]
 struct Received {
     store_lateness_ms: Vec<f64>,
     observed_lateness_ms: Vec<f64>,
-    unique: u64,
-    duplicates: u64,
+    seen: Seen,
     early: u64,
 }
 
@@ -446,7 +233,7 @@ fn load_lateness(config: &Config, rate: u64, bulk_on: bool) -> Result<Vec<Figure
         bulk: bulk_on,
     }
     .name();
-    let dir = fresh_dir(config, &format!("load-{rate}"))?;
+    let dir = fresh_dir(&config.dir, &format!("load-{rate}"))?;
     let store = Arc::new(open_store(
         &dir,
         Options {
@@ -534,7 +321,7 @@ fn load_lateness(config: &Config, rate: u64, bulk_on: bool) -> Result<Vec<Figure
     let mut received = received?;
     let paced = paced?;
 
-    let missing = total - received.unique;
+    let missing = total - received.seen.unique;
     if missing > 0 {
         eprintln!(
             "  {workload}: {missing} of {total} delayed messages not delivered within {} s; \
@@ -607,7 +394,12 @@ fn load_lateness(config: &Config, rate: u64, bulk_on: bool) -> Result<Vec<Figure
         Goal::AtMost(0.0),
     ));
     figures.push(with_goal(
-        figure(&workload, "duplicates", "count", received.duplicates as f64),
+        figure(
+            &workload,
+            "duplicates",
+            "count",
+            received.seen.duplicates as f64,
+        ),
         Goal::AtMost(0.0),
     ));
     figures.push(with_goal(
@@ -621,74 +413,43 @@ fn load_lateness(config: &Config, rate: u64, bulk_on: bool) -> Result<Vec<Figure
         "count",
         put_failures as f64,
     ));
-    for (who, failures) in [("delayed", &paced.failures), ("bulk", &bulk.failures)] {
-        if let Some(first) = &failures.first {
-            eprintln!(
-                "  {workload}: {} {who} puts failed (retried); first: {first}",
-                failures.count
-            );
-        }
-    }
+    paced.failures.report(&workload, "delayed");
+    bulk.failures.report(&workload, "bulk");
     Ok(figures)
 }
 
 /// The consumer of the load workload: pulls every queue of the target topic until all `total`
 /// messages arrived or `timeout` passed.
 fn receive_load(store: &Store, total: u64, timeout: Duration) -> Result<Received, String> {
-    let queues = store
-        .queue_count(TARGET_TOPIC)
-        .map_err(|e| format!("queue count: {e}"))?;
-    let mut next = vec![0u64; queues as usize];
-    let mut seen = vec![false; total as usize];
     let mut received = Received {
         store_lateness_ms: Vec::with_capacity(total as usize),
         observed_lateness_ms: Vec::with_capacity(total as usize),
-        ..Received::default()
+        seen: Seen::new(total),
+        early: 0,
     };
-    let start = Instant::now();
-    while received.unique < total && start.elapsed() < timeout {
-        let token = store.visibility_token();
-        let mut got_any = false;
-        for (queue, offset) in (0..queues).zip(next.iter_mut()) {
-            let batch = store
-                .pull(TARGET_TOPIC, queue, *offset, PULL_BATCH)
-                .map_err(|e| format!("pull: {e}"))?;
-            let Some(last) = batch.last() else { continue };
-            *offset = last.queue_offset + 1;
-            got_any = true;
-            let now_ms = now_us() as f64 / 1000.0;
-            for message in &batch {
-                let due = message.due_ms.unwrap_or(0);
-                let delivered = message.delivered_ms.unwrap_or(0);
-                if delivered < due || (now_ms < due as f64) {
-                    received.early += 1;
-                }
-                received
-                    .store_lateness_ms
-                    .push(delivered as f64 - due as f64);
-                received.observed_lateness_ms.push(now_ms - due as f64);
-                let seq = message
-                    .body
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(u64::MAX, u64::from_le_bytes);
-                match seen.get_mut(seq as usize) {
-                    Some(slot) if !*slot => {
-                        *slot = true;
-                        received.unique += 1;
-                    }
-                    _ => received.duplicates += 1,
-                }
-            }
-            store
-                .commit_offset("bench", TARGET_TOPIC, queue, *offset)
-                .map_err(|e| format!("commit offset: {e}"))?;
-        }
-        if !got_any {
-            store.wait_for_entries(token, Duration::from_millis(100));
-        }
-    }
+    consume_topic(store, TARGET_TOPIC, Some("bench"), timeout, &mut received)?;
     Ok(received)
+}
+
+impl Consumer for Received {
+    fn done(&self) -> bool {
+        self.seen.complete()
+    }
+
+    fn take(&mut self, batch: &[StoredMessage]) -> Result<(), String> {
+        let now_ms = now_us() as f64 / 1000.0;
+        for message in batch {
+            let due = message.due_ms.unwrap_or(0);
+            let delivered = message.delivered_ms.unwrap_or(0);
+            if delivered < due || (now_ms < due as f64) {
+                self.early += 1;
+            }
+            self.store_lateness_ms.push(delivered as f64 - due as f64);
+            self.observed_lateness_ms.push(now_ms - due as f64);
+            self.seen.mark(body_seq(&message.body));
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -710,53 +471,30 @@ fn drain_options(config: &Config, clock: Option<ManualClock>) -> Options {
 /// record, into a fresh store.
 fn drain_baseline(config: &Config) -> Result<Vec<Figure>, String> {
     let workload = Workload::DrainBaseline.name();
-    let dir = fresh_dir(config, "drain-baseline")?;
-    let store = open_store(&dir, drain_options(config, None))?;
-    let message = Message::new(DRAIN_TOPIC, vec![0x33; BASELINE_BODY]);
-    let mut failures = PutFailures::default();
-    let start = Instant::now();
-    for _ in 0..config.drain_count {
-        put_retrying(&store, &message, &mut failures)?;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    store
-        .close()
-        .map_err(|e| format!("closing the store: {e}"))?;
-    remove_dir(&dir);
-    if let Some(first) = failures.first {
-        eprintln!(
-            "  {workload}: {} puts failed (retried); first: {first}",
-            failures.count
-        );
-    }
-    Ok(vec![
-        figure(
-            &workload,
-            "put_rate",
-            "msg/s",
-            config.drain_count as f64 / secs,
-        ),
-        figure(&workload, "put_failures", "count", failures.count as f64),
-    ])
+    let dir = fresh_dir(&config.dir, "drain-baseline")?;
+    put_rate_figures(
+        &workload,
+        "baseline",
+        &dir,
+        drain_options(config, None),
+        Message::new(DRAIN_TOPIC, vec![0x33; BASELINE_BODY]),
+        config.drain_count,
+    )
 }
 
 /// Puts a backlog on a manual clock, jumps the clock 3 hours and times the re-posts.
 fn drain(config: &Config, levels: DrainLevels) -> Result<Vec<Figure>, String> {
     let workload = Workload::Drain { levels }.name();
-    let dir = fresh_dir(config, "drain")?;
+    let dir = fresh_dir(&config.dir, "drain")?;
     let clock = ManualClock::new(MANUAL_START_MS);
     let mut options = drain_options(config, Some(clock.clone()));
     options.delay_levels = match levels {
         DrainLevels::One => Some("1s".to_owned()),
         DrainLevels::RocketMqDefault => None,
     };
-    let store = open_store(&dir, options)?;
-    let result = drain_store(config, &store, &clock, levels, &workload);
-    store
-        .close()
-        .map_err(|e| format!("closing the store: {e}"))?;
-    remove_dir(&dir);
-    result
+    with_store(&dir, options, |store| {
+        drain_store(config, store, &clock, levels, &workload)
+    })
 }
 
 fn drain_store(
@@ -889,7 +627,7 @@ fn flush_retrying(store: &Store, workload: &str) -> Result<u64, String> {
 
 fn orders(config: &Config) -> Result<Vec<Figure>, String> {
     let workload = Workload::Orders.name();
-    let dir = fresh_dir(config, "orders")?;
+    let dir = fresh_dir(&config.dir, "orders")?;
     let store = Arc::new(open_store(
         &dir,
         Options {
@@ -941,12 +679,7 @@ fn orders(config: &Config) -> Result<Vec<Figure>, String> {
                 put_retrying(&store, &message, &mut failures)?;
                 puts += 1;
             }
-            if let Some(first) = failures.first {
-                eprintln!(
-                    "  orders: {} puts failed (retried); first: {first}",
-                    failures.count
-                );
-            }
+            failures.report("orders", "order");
             Ok(puts)
         })?
     };
@@ -1035,115 +768,6 @@ fn orders(config: &Config) -> Result<Vec<Figure>, String> {
 // ---------------------------------------------------------------------------------------------
 // Reporting
 
-fn human(value: f64, unit: &str) -> String {
-    match unit {
-        "msg/s" => {
-            if value >= 1e6 {
-                format!("{:.2} M", value / 1e6)
-            } else if value >= 1e3 {
-                format!("{:.1} k", value / 1e3)
-            } else {
-                format!("{value:.0}")
-            }
-        }
-        "ratio" => format!("{value:.2}x"),
-        "count" => format!("{value:.0}"),
-        "s" => format!("{value:.2}"),
-        "rows" | "puts" => format!("{value:.2}"),
-        _ => {
-            if value.abs() >= 100.0 {
-                format!("{value:.0}")
-            } else {
-                format!("{value:.1}")
-            }
-        }
-    }
-}
-
-fn cell(series: Option<&Series>) -> String {
-    match series {
-        Some(s) => {
-            let sum = summarize(&s.values);
-            if s.values.len() > 1 {
-                format!(
-                    "{} ({}-{})",
-                    human(sum.median, s.unit),
-                    human(sum.min, s.unit),
-                    human(sum.max, s.unit)
-                )
-            } else {
-                human(sum.median, s.unit)
-            }
-        }
-        None => "-".to_owned(),
-    }
-}
-
-fn machine_info(dir: &Path) -> serde_json::Value {
-    let cpu = cpu_model();
-    let mem_kib = mem_total_kib();
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let (device, fs_type) = mount_of(dir);
-    let git = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    // Uncommitted changes under src/ mean the commit alone does not identify the code measured.
-    let src_dirty = std::process::Command::new("git")
-        .args(["status", "--porcelain", "--", "src"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| !o.stdout.is_empty());
-    json!({
-        "nproc": nproc,
-        "kernel": read_trimmed("/proc/version"),
-        "cpu": cpu,
-        "mem_gib": mem_kib / (1024 * 1024),
-        "device": device,
-        "fs_type": fs_type,
-        "git": git,
-        "src_dirty": src_dirty,
-    })
-}
-
-fn print_section(results: &Results, title: &str, prefix: &str) {
-    let rows: Vec<&Series> = results
-        .series
-        .iter()
-        .filter(|s| s.workload.starts_with(prefix))
-        .collect();
-    if rows.is_empty() {
-        return;
-    }
-    println!("\n{title}");
-    println!(
-        "{:<20} {:<28} {:>32} {:>16}",
-        "workload", "figure", "median (min-max)", "target"
-    );
-    for s in rows {
-        let target = s.goal.map_or(String::new(), |goal| {
-            let met = goal.met(summarize(&s.values).median);
-            format!(
-                "{} {}",
-                goal.describe(s.unit),
-                if met { "met" } else { "MISSED" }
-            )
-        });
-        println!(
-            "{:<20} {:<28} {:>32} {:>16}",
-            s.workload,
-            format!("{} [{}]", s.name, s.unit),
-            cell(Some(s)),
-            target
-        );
-    }
-}
-
 fn print_orders_side_by_side(results: &Results, config: &Config) {
     if results
         .get("orders", "store_closing_lateness_p50")
@@ -1221,23 +845,8 @@ fn report(
     let mut ratios = Vec::new();
     for workload in ["drain/1_level", "drain/18_levels"] {
         if let (Some(drain), Some(base)) = (results.get(workload, "drain_rate"), baseline) {
-            let values: Vec<f64> = drain
-                .values
-                .iter()
-                .zip(&base.values)
-                .map(|(d, b)| d / b)
-                .collect();
-            let sum = summarize(&values);
-            println!(
-                "{workload:<20} {:<28} {:>32}",
-                "drain / put_baseline [ratio]",
-                format!(
-                    "{} ({}-{})",
-                    human(sum.median, "ratio"),
-                    human(sum.min, "ratio"),
-                    human(sum.max, "ratio")
-                )
-            );
+            let values = per_rep_ratios(drain, base);
+            print_ratio(workload, "drain / put_baseline", &values);
             ratios.push((workload, values));
         }
     }
@@ -1247,80 +856,33 @@ fn report(
         println!("FAILED {workload} (rep {rep}): {failure}");
     }
 
-    let mut out = String::new();
-    let time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut line = |value: serde_json::Value| {
-        out.push_str(&value.to_string());
-        out.push('\n');
-    };
-    for s in &results.series {
-        let sum = summarize(&s.values);
-        line(json!({
-            "bench": "delivery", "mode": mode, "workload": s.workload, "figure": s.name,
-            "unit": s.unit, "min": sum.min, "median": sum.median, "max": sum.max,
-            "values": s.values,
-            "target": s.goal.map(|g| g.describe(s.unit)),
-            "met": s.goal.map(|g| g.met(sum.median)),
-            "unix_time": time, "machine": machine,
-        }));
-    }
+    let mut lines = results.json_lines("delivery", mode, machine);
     for (workload, values) in ratios {
-        let sum = summarize(&values);
-        line(json!({
-            "bench": "delivery", "mode": mode, "workload": workload,
-            "figure": "drain_to_put_ratio", "unit": "ratio",
-            "min": sum.min, "median": sum.median, "max": sum.max, "values": values,
-            "unix_time": time, "machine": machine,
-        }));
+        lines.push(ratio_line(
+            "delivery",
+            mode,
+            machine,
+            workload,
+            "drain_to_put_ratio",
+            &values,
+        ));
     }
-    for (workload, rep, failure) in &results.failures {
-        line(json!({
-            "bench": "delivery", "mode": mode, "workload": workload, "rep": rep,
-            "error": failure, "unix_time": time, "machine": machine,
-        }));
-    }
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(path, out));
-    match written {
-        Ok(()) => println!("\nJSON lines: {}", path.display()),
-        Err(e) => eprintln!("writing {path:?}: {e}"),
+    if let Err(e) = write_json_lines(path, &lines) {
+        eprintln!("{e}");
     }
 }
 
 fn main() {
     let args = Args::parse();
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = args
-        .dir
-        .clone()
-        .or_else(|| std::env::var_os("DELAYSTORE_BENCH_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| manifest.join("target"));
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| manifest.join("target").join("bench-delivery.jsonl"));
-    let dir = root.join(format!("bench-delivery-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("creating the benchmark directory");
+    let dir = run_dir(args.dir.as_deref(), "delivery").unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    let json_path = json_path(args.json.as_deref(), "bench-delivery.jsonl");
     let config = Config::new(dir.clone(), args.quick);
     let mode = if args.quick { "quick" } else { "full" };
-    let machine = machine_info(&dir);
-    println!(
-        "machine: {} cpus ({}), {} GiB; {}",
-        machine["nproc"], machine["cpu"], machine["mem_gib"], machine["kernel"]
-    );
-    println!(
-        "stores in {} ({}, {})",
-        dir.display(),
-        machine["device"],
-        machine["fs_type"]
-    );
-    if machine["fs_type"] == "tmpfs" {
-        eprintln!("warning: the store directory is on tmpfs; the figures do not describe a disk");
-    }
+    let machine = machine_json(&dir);
+    print_machine(&machine, &dir);
 
     let mut workloads: Vec<Workload> = LOAD_RATES
         .iter()
@@ -1353,23 +915,7 @@ fn main() {
             order.reverse();
         }
         for workload in order {
-            let name = workload.name();
-            eprint!("rep {}/{}: {name} ... ", rep + 1, args.reps);
-            let _ = std::io::stderr().flush();
-            settle_disk();
-            let t = Instant::now();
-            match workload.run(&config) {
-                Ok(figures) => {
-                    eprintln!("{:.1} s", t.elapsed().as_secs_f64());
-                    for f in figures {
-                        results.add(f);
-                    }
-                }
-                Err(e) => {
-                    eprintln!("FAILED: {e}");
-                    results.failures.push((name, rep + 1, e));
-                }
-            }
+            results.run_workload(workload.name(), rep, args.reps, || workload.run(&config));
         }
     }
     eprintln!("total {:.0} s", started.elapsed().as_secs_f64());

@@ -12,14 +12,15 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use memmap2::MmapOptions;
 
 use crate::config::{size_label, Config};
-use crate::raw_record::{create_zeroed, raw_record, record_bytes, seal_raw};
+use crate::raw_record::{
+    create_zeroed, pwrite_fdatasync_loop, raw_record, record_bytes, seal_raw, write_sealed,
+};
 use crate::results::Recorder;
 use crate::summary::percentile;
 
@@ -52,9 +53,9 @@ fn run(
     when: &str,
     body: impl FnOnce(&Path) -> Result<Sample, String>,
 ) {
-    crate::util::settle_disk();
-    let result = crate::util::fresh_dir(dir).and_then(|()| body(dir));
-    crate::util::remove_dir(dir);
+    crate::machine::settle_disk();
+    let result = crate::run::empty_dir(dir).and_then(|()| body(dir));
+    crate::run::remove_dir(dir);
     match result {
         Ok(sample) => {
             let shown: Vec<String> = sample
@@ -84,12 +85,7 @@ fn mmap_crc(dir: &Path, body: usize, count: u64) -> Result<Sample, String> {
     let mut map = unsafe { MmapOptions::new().len(file_len).populate().map_mut(&file) }
         .map_err(|e| format!("mapping {path:?}: {e}"))?;
     let start = Instant::now();
-    let mut at = 0usize;
-    while at < total {
-        seal_raw(&mut record, at as u64);
-        map[at..at + len].copy_from_slice(&record);
-        at += len;
-    }
+    write_sealed(&mut map[..total], &mut record);
     let secs = start.elapsed().as_secs_f64();
     std::hint::black_box(&map);
     Ok(vec![
@@ -126,26 +122,10 @@ fn buffered_fsync(dir: &Path, body: usize, count: u64) -> Result<Sample, String>
 fn pwrite_fdatasync(dir: &Path, duration: Duration) -> Result<Sample, String> {
     const FILE_BYTES: u64 = 64 << 20;
     let mut record = raw_record(TOPIC, SYNC_BODY);
-    let len = record.len() as u64;
     let path = dir.join("fdatasync");
     let file = create_zeroed(&path, FILE_BYTES).map_err(|e| format!("creating {path:?}: {e}"))?;
-    let mut latencies_us = Vec::with_capacity(1 << 16);
-    let start = Instant::now();
-    let mut at = 0u64;
-    while start.elapsed() < duration {
-        let t0 = Instant::now();
-        seal_raw(&mut record, at);
-        file.write_all_at(&record, at)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| format!("pwrite + fdatasync at {at}: {e}"))?;
-        latencies_us.push(t0.elapsed().as_secs_f64() * 1e6);
-        at = if at + 2 * len > FILE_BYTES {
-            0
-        } else {
-            at + len
-        };
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let (latencies_ns, secs) = pwrite_fdatasync_loop(&file, FILE_BYTES, &mut record, duration)?;
+    let mut latencies_us: Vec<f64> = latencies_ns.iter().map(|&ns| ns as f64 / 1e3).collect();
     latencies_us.sort_by(f64::total_cmp);
     Ok(vec![
         ("msg_per_s", "msg/s", latencies_us.len() as f64 / secs),

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use delaystore::SystemClock;
 
 use crate::append_async::FAR_DELAY_MS;
+use crate::machine::settle_disk;
 use crate::peer::{Class, PeerKind};
 use crate::proc_mem::tree_rss_anon_kib;
 use crate::results::Recorder;
+use crate::run::{empty_dir, remove_dir};
 use crate::runner::{fig, PeerSetup, RunCtx, Sample};
 use crate::servers::Server;
-use crate::util::{fresh_dir, remove_dir, settle_disk};
 
 pub fn run(ctx: &RunCtx, rec: &mut Recorder) {
     let workload = "memory".to_owned();
@@ -44,7 +45,7 @@ fn figures(before_kib: u64, after_kib: u64, count: u64, pending: u64) -> Result<
 
 fn in_child(ctx: &RunCtx, kind: PeerKind, count: u64) -> Result<Sample, String> {
     let dir = ctx.peer_dir(kind);
-    fresh_dir(&dir)?;
+    empty_dir(&dir)?;
     let mut spec = crate::child::spec("memory", kind, &dir, FAR_DELAY_MS, ctx.config.segment_bytes);
     spec["count"] = count.into();
     let mut child = crate::child::spawn(&spec)?;

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use delaystore::{Clock, Store, SystemClock};
 
+use crate::machine::settle_disk;
 use crate::orders::{close_by_store, scan_table, Closer, Table};
 use crate::peer::Class;
-use crate::peer_delaystore::{delayed_message, settle_after_open, store_options};
+use crate::peer_delaystore::{delayed_message, store_options};
 use crate::results::Recorder;
+use crate::run::{empty_dir, remove_dir, settle_after_open};
 use crate::runner::{fig, RunCtx, Sample};
 use crate::timing::sleep_until;
-use crate::util::{fresh_dir, remove_dir, settle_disk};
 
 const TOPIC: &str = "order-close";
 const SEGMENT_BYTES: u64 = 64 << 20;
@@ -60,7 +61,7 @@ type Outcome = Vec<(String, Sample, Vec<f64>)>;
 
 fn run_orders(ctx: &RunCtx, dir: &std::path::Path) -> Result<Outcome, String> {
     let config = &ctx.config;
-    fresh_dir(dir)?;
+    empty_dir(dir)?;
     let delay_ms = config.order_delay_ms;
     let options = store_options(Class::Async, SEGMENT_BYTES, delay_ms, Arc::new(SystemClock));
     let store = Store::open(dir, options).map_err(|e| format!("opening delaystore: {e}"))?;

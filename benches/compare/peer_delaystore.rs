@@ -8,17 +8,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use delaystore::commit_log::COMMIT_LOG_DIR;
 use delaystore::delay_levels::format_delay_levels;
-use delaystore::naming::offset_file_name;
-use delaystore::{Clock, Message, Options, Store, SyncMode};
+use delaystore::{Clock, Message, Options, Store, StoredMessage, SyncMode};
 
 use crate::peer::{Class, DelayQueue, OpenCtx, Visit};
+use crate::pull::{body_seq, consume_topic, Consumer};
+use crate::run::settle_after_open;
 use crate::timing::now_us;
 
 const TARGET_TOPIC: &str = "target";
 const BULK_TOPIC: &str = "bulk";
-const PULL_BATCH: usize = 1024;
 
 /// The message of one delayed put; the one line to change for arbitrary delays:
 /// `Message::new(topic, body).with_delay_ms(delay_ms)`.
@@ -141,41 +140,13 @@ impl DelayQueue for DelaystorePeer {
     /// A consumer pulling the target topic: an entry counts as visible when the consumer has
     /// it in hand (later than the peers' commit time, which favours them).
     fn deliver(&self, expect: u64, timeout: Duration, visit: &mut Visit) -> Result<u64, String> {
-        let queues = self
-            .store
-            .queue_count(TARGET_TOPIC)
-            .map_err(|e| format!("queue count: {e}"))?;
-        let mut next = vec![0u64; queues as usize];
-        let mut received = 0u64;
-        let start = Instant::now();
-        while received < expect && start.elapsed() < timeout {
-            let token = self.store.visibility_token();
-            let mut got_any = false;
-            for (queue, offset) in (0..queues).zip(next.iter_mut()) {
-                let batch = self
-                    .store
-                    .pull(TARGET_TOPIC, queue, *offset, PULL_BATCH)
-                    .map_err(|e| format!("pull: {e}"))?;
-                let Some(last) = batch.last() else { continue };
-                *offset = last.queue_offset + 1;
-                got_any = true;
-                let visible_ms = now_us() as f64 / 1000.0;
-                for message in &batch {
-                    let seq = message
-                        .body
-                        .get(..8)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(u64::MAX, u64::from_le_bytes);
-                    visit(seq, message.due_ms.unwrap_or(0), visible_ms);
-                    received += 1;
-                }
-            }
-            if !got_any {
-                self.store
-                    .wait_for_entries(token, Duration::from_millis(100));
-            }
-        }
-        Ok(received)
+        let mut visiting = Visiting {
+            expect,
+            received: 0,
+            visit,
+        };
+        consume_topic(&self.store, TARGET_TOPIC, None, timeout, &mut visiting)?;
+        Ok(visiting.received)
     }
 
     fn close(self: Box<Self>) -> Result<(), String> {
@@ -185,26 +156,29 @@ impl DelayQueue for DelaystorePeer {
     }
 }
 
-/// Waits until the background preallocator has prepared the second segment, which it starts
-/// right after `Store::open`, so this open-time disk work stays out of the measurement (as in
-/// benches/append.rs and benches/delivery.rs).
-pub fn settle_after_open(store_dir: &std::path::Path, segment_bytes: u64) -> Result<(), String> {
-    let path = store_dir
-        .join(COMMIT_LOG_DIR)
-        .join(offset_file_name(segment_bytes));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() == segment_bytes => break,
-            _ if Instant::now() > deadline => {
-                return Err(format!("second segment {path:?} not prepared within 120 s"));
-            }
-            _ => std::thread::sleep(Duration::from_millis(10)),
-        }
+/// The consumer of [`DelaystorePeer::deliver`]: visits each message with the time it was in
+/// hand.
+struct Visiting<'a, 'v> {
+    expect: u64,
+    received: u64,
+    visit: &'a mut Visit<'v>,
+}
+
+impl Consumer for Visiting<'_, '_> {
+    fn done(&self) -> bool {
+        self.received >= self.expect
     }
-    std::fs::File::open(&path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| format!("syncing {path:?}: {e}"))?;
-    std::thread::sleep(Duration::from_millis(100));
-    Ok(())
+
+    fn take(&mut self, batch: &[StoredMessage]) -> Result<(), String> {
+        let visible_ms = now_us() as f64 / 1000.0;
+        for message in batch {
+            (self.visit)(
+                body_seq(&message.body),
+                message.due_ms.unwrap_or(0),
+                visible_ms,
+            );
+            self.received += 1;
+        }
+        Ok(())
+    }
 }

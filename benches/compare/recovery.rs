@@ -14,11 +14,12 @@ use std::time::Instant;
 use delaystore::SystemClock;
 
 use crate::append_async::FAR_DELAY_MS;
+use crate::machine::settle_disk;
 use crate::peer::{Class, PeerKind};
 use crate::results::Recorder;
+use crate::run::remove_dir;
 use crate::runner::{fig, PeerSetup, RunCtx, Sample};
 use crate::servers::Server;
-use crate::util::{remove_dir, settle_disk};
 
 const BODY: usize = 1024;
 
@@ -64,7 +65,7 @@ fn figures(open_secs: f64, count: u64, recovered: u64, dir: &Path) -> Sample {
 
 fn embedded(ctx: &RunCtx, kind: PeerKind, count: u64, cold: bool) -> Result<Sample, String> {
     let dir = ctx.peer_dir(kind);
-    crate::util::fresh_dir(&dir)?;
+    crate::run::empty_dir(&dir)?;
     let mut spec = crate::child::spec("fill", kind, &dir, FAR_DELAY_MS, ctx.config.segment_bytes);
     spec["count"] = count.into();
     spec["body"] = BODY.into();

@@ -147,15 +147,8 @@ impl Recorder {
     }
 
     /// The JSON lines of the run.
-    pub fn to_json_lines(&self, head: &[Value]) -> String {
-        let mut out = String::new();
-        let mut line = |v: Value| {
-            out.push_str(&v.to_string());
-            out.push('\n');
-        };
-        for v in head {
-            line(v.clone());
-        }
+    pub fn to_json_lines(&self, head: &[Value]) -> Vec<Value> {
+        let mut out = head.to_vec();
         for (workload, system, figure, unit, values) in self.series() {
             let sum = summarize(&values);
             let mut v = json!({
@@ -176,19 +169,19 @@ impl Recorder {
                     });
                 }
             }
-            line(v);
+            out.push(v);
         }
         for c in &self.cdfs {
-            line(json!({
+            out.push(json!({
                 "kind": "cdf", "workload": c.workload, "system": c.system, "rep": c.rep,
                 "points": c.points,
             }));
         }
         for (system, reason) in &self.skips {
-            line(json!({"kind": "skip", "system": system, "reason": reason}));
+            out.push(json!({"kind": "skip", "system": system, "reason": reason}));
         }
         for (workload, system, rep, error) in &self.failures {
-            line(json!({
+            out.push(json!({
                 "kind": "failure", "workload": workload, "system": system, "rep": rep,
                 "error": error,
             }));

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use delaystore::Clock;
 
 use crate::config::Config;
+use crate::machine::settle_disk;
 use crate::peer::{self, Class, DelayQueue, OpenCtx, PeerKind};
 use crate::results::Recorder;
+use crate::run::{empty_dir, remove_dir};
 use crate::servers::Servers;
-use crate::util::{fresh_dir, remove_dir, settle_disk};
 
 /// One measured figure: name, unit, value.
 pub type Sample = Vec<(String, &'static str, f64)>;
@@ -57,7 +58,7 @@ impl RunCtx {
     ) -> Result<Box<dyn DelayQueue>, String> {
         let dir = self.peer_dir(kind);
         if fresh {
-            fresh_dir(&dir)?;
+            empty_dir(&dir)?;
         }
         let ctx = OpenCtx {
             dir: &dir,

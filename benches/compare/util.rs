@@ -1,33 +1,4 @@
-//! Small helpers of the comparison bench: directories, disk settling, number formatting.
-
-use std::path::Path;
-use std::time::Duration;
-
-/// An empty directory at `dir` (removing what was there).
-pub fn fresh_dir(dir: &Path) -> Result<(), String> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| format!("removing {dir:?}: {e}"))?;
-    }
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir:?}: {e}"))
-}
-
-/// Removes `dir`, warning (not failing) if that does not work.
-pub fn remove_dir(dir: &Path) {
-    if dir.exists() {
-        if let Err(e) = std::fs::remove_dir_all(dir) {
-            eprintln!("warning: removing {dir:?}: {e}");
-        }
-    }
-}
-
-/// Flushes dirty data of earlier workloads (and other users of the disk) so its writeback does
-/// not land inside the next measurement. Best effort: a failure only makes the figures noisier.
-pub fn settle_disk() {
-    if let Err(e) = std::process::Command::new("sync").status() {
-        eprintln!("warning: sync: {e}");
-    }
-    std::thread::sleep(Duration::from_millis(100));
-}
+//! Number formatting of the comparison bench's report.
 
 /// A number in the unit's usual form: `1.23 M`, `45.6 k`, `12.3`.
 pub fn human(value: f64, unit: &str) -> String {

@@ -1,19 +1,20 @@
 //! The seed scenario's two order closers, shared by `benches/delivery.rs` and
 //! `benches/compare.rs`: (a) a consumer of delayed close messages and (b) a scanner of the
-//! orders table every P seconds (docs/benchmarks.md, "Order timeouts").
+//! orders table every P seconds (docs/benchmarks.md, "Order timeouts"). A bench including this
+//! file also includes `support/pull.rs` and `support/timing.rs`.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use delaystore::{Clock, Store, SystemClock};
+use delaystore::{Clock, Store, StoredMessage, SystemClock};
 
+use super::pull::{body_seq, consume_topic, Consumer};
 use super::timing::{ms_since, sleep_until};
 
 /// An order's state: waiting for payment.
 pub const UNPAID: u8 = 0;
 /// An order's state: closed for lack of payment.
 pub const CLOSED: u8 = 1;
-const PULL_BATCH: usize = 1024;
 
 /// An in-memory orders table: created time and state per row; rows below `inserted` exist.
 pub struct Table {
@@ -51,59 +52,55 @@ pub fn close_by_store(
     delay_ms: u64,
     timeout: Duration,
 ) -> Result<Closer, String> {
-    let queues = store
-        .queue_count(topic)
-        .map_err(|e| format!("queue count: {e}"))?;
-    let n = table.state.len() as u64;
-    let mut next = vec![0u64; queues as usize];
-    let mut closer = Closer {
-        lateness_ms: Vec::with_capacity(n as usize),
-        ..Closer::default()
+    let n = table.state.len();
+    let mut closing = Closing {
+        table,
+        delay_ms,
+        closer: Closer {
+            lateness_ms: Vec::with_capacity(n),
+            ..Closer::default()
+        },
     };
-    let start = Instant::now();
-    while closer.closed < n && start.elapsed() < timeout {
-        let token = store.visibility_token();
-        let mut got_any = false;
-        for (queue, offset) in (0..queues).zip(next.iter_mut()) {
-            let batch = store
-                .pull(topic, queue, *offset, PULL_BATCH)
-                .map_err(|e| format!("pull: {e}"))?;
-            let Some(last) = batch.last() else { continue };
-            *offset = last.queue_offset + 1;
-            got_any = true;
-            for message in &batch {
-                let order = message
-                    .body
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(u64::MAX, u64::from_le_bytes) as usize;
-                let (Some(state), Some(created)) =
-                    (table.state.get(order), table.created_ms.get(order))
-                else {
-                    return Err(format!("message for unknown order {order}"));
-                };
-                // One row read per order: the close message names its order.
-                closer.rows_read += 1;
-                if state
-                    .compare_exchange(UNPAID, CLOSED, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    closer.closed += 1;
-                    let deadline = created.load(Ordering::Relaxed) + delay_ms;
-                    closer.lateness_ms.push(ms_since(deadline));
-                } else {
-                    closer.duplicates += 1;
-                }
-            }
-            store
-                .commit_offset("closer", topic, queue, *offset)
-                .map_err(|e| format!("commit offset: {e}"))?;
-        }
-        if !got_any {
-            store.wait_for_entries(token, Duration::from_millis(100));
-        }
+    consume_topic(store, topic, Some("closer"), timeout, &mut closing)?;
+    Ok(closing.closer)
+}
+
+/// The consumer of [`close_by_store`].
+struct Closing<'a> {
+    table: &'a Table,
+    delay_ms: u64,
+    closer: Closer,
+}
+
+impl Consumer for Closing<'_> {
+    fn done(&self) -> bool {
+        self.closer.closed >= self.table.state.len() as u64
     }
-    Ok(closer)
+
+    fn take(&mut self, batch: &[StoredMessage]) -> Result<(), String> {
+        for message in batch {
+            let order = body_seq(&message.body) as usize;
+            let (Some(state), Some(created)) = (
+                self.table.state.get(order),
+                self.table.created_ms.get(order),
+            ) else {
+                return Err(format!("message for unknown order {order}"));
+            };
+            // One row read per order: the close message names its order.
+            self.closer.rows_read += 1;
+            if state
+                .compare_exchange(UNPAID, CLOSED, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.closer.closed += 1;
+                let deadline = created.load(Ordering::Relaxed) + self.delay_ms;
+                self.closer.lateness_ms.push(ms_since(deadline));
+            } else {
+                self.closer.duplicates += 1;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// (b): every `period_ms` from `start`, examine every row of the table and close each unpaid

@@ -4,7 +4,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use delaystore::commit_log::record::HEADER_BYTES;
 
@@ -35,6 +37,46 @@ pub fn seal_raw(record: &mut [u8], offset: u64) {
     crc.update(&record[12..]);
     let crc = crc.finalize();
     record[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Copies `record` back to back into `dst` (whole records only), sealing each copy with its
+/// offset in `dst`: what the raw mmap ceilings time.
+pub fn write_sealed(dst: &mut [u8], record: &mut [u8]) {
+    let len = record.len();
+    let mut at = 0usize;
+    while at + len <= dst.len() {
+        seal_raw(record, at as u64);
+        dst[at..at + len].copy_from_slice(record);
+        at += len;
+    }
+}
+
+/// For `duration`, writes `record` (sealed with its offset) at successive offsets of `file`,
+/// each `pwrite` followed by an `fdatasync`, starting again at 0 before `file_bytes` would be
+/// passed. Returns each write's latency in ns and the seconds it all took.
+pub fn pwrite_fdatasync_loop(
+    file: &File,
+    file_bytes: u64,
+    record: &mut [u8],
+    duration: Duration,
+) -> Result<(Vec<u64>, f64), String> {
+    let len = record.len() as u64;
+    let mut latencies_ns = Vec::with_capacity(1 << 16);
+    let start = Instant::now();
+    let mut at = 0u64;
+    while start.elapsed() < duration {
+        let t0 = Instant::now();
+        seal_raw(record, at);
+        file.write_all_at(record, at)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| format!("pwrite + fdatasync at {at}: {e}"))?;
+        latencies_ns.push(t0.elapsed().as_nanos() as u64);
+        at += len;
+        if at + len > file_bytes {
+            at = 0;
+        }
+    }
+    Ok((latencies_ns, start.elapsed().as_secs_f64()))
 }
 
 /// Creates a file the way the store creates a segment: zeros in 4 KiB writes, then a sync.

@@ -1,4 +1,5 @@
-//! Min / median / max over a figure's repetitions, shared by the benches.
+//! Summaries shared by the benches: min / median / max over a figure's repetitions, and
+//! nearest-rank percentiles over one run's samples.
 
 /// A figure summarised over its repetitions.
 pub struct Summary {
@@ -23,7 +24,7 @@ pub fn summarize(values: &[f64]) -> Summary {
     }
 }
 
-/// Nearest-rank percentile (`q` in 0..=1) of sorted values (0 when empty).
+/// Nearest-rank percentile (`q` in `0..=1`) of sorted values (0 when empty).
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
