@@ -199,6 +199,7 @@ impl Delivery {
                 if let Some(end) = host.repost(origin, level, now)? {
                     log_end = Some(end);
                 }
+                failpoint!("delivery.after_repost");
                 if let Some(slot) = self.cursors.get_mut(usize::from(level)) {
                     *slot = cursor + 1;
                 }

@@ -182,6 +182,7 @@ impl CommitLog {
             .file
             .write_at(pos, bytes)
             .map_err(|e| Error::io(&active.path, e))?;
+        failpoint!("log.after_write");
         active.file.publish(pos + len);
         writer.write_offset += len;
         let end_offset = writer.write_offset;
@@ -217,6 +218,7 @@ impl CommitLog {
         let base = active.end_offset();
         writer.write_offset = base;
         self.written_end.store(base, Ordering::Release);
+        failpoint!("log.roll.after_filler");
         let prepared = self.preallocator.lock().take(base, self.segment_bytes);
         let next = match prepared {
             Some(segment) => segment?,
@@ -231,6 +233,7 @@ impl CommitLog {
                 },
             )?,
         };
+        failpoint!("log.roll.after_create");
         let next = Arc::new(next);
         self.segments.write().push(next.clone());
         self.preallocator
@@ -307,6 +310,7 @@ impl CommitLog {
         if from >= target {
             return Ok(());
         }
+        failpoint!("log.before_sync");
         let segments = self.segments();
         for segment in segments.iter() {
             let lo = from.max(segment.base_offset);
@@ -320,6 +324,7 @@ impl CommitLog {
                 return Err(Error::io(&segment.path, err));
             }
         }
+        failpoint!("log.after_sync");
         self.durable_end.fetch_max(target, Ordering::AcqRel);
         self.signal.notify();
         Ok(())
