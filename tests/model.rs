@@ -13,8 +13,9 @@
 //! - after a failed sync the store is poisoned and acknowledges nothing more;
 //! - committed consumer offsets are what was committed, never ahead of what was persisted.
 //!
-//! A failing case is shrunk and printed by proptest, with the seed it saved under
-//! `proptest-regressions/`. `PROPTEST_CASES=n` changes the number of cases (default 256).
+//! A failing case is shrunk and printed by proptest, which saves its seed in
+//! `tests/model.proptest-regressions` and replays it first on every later run.
+//! `PROPTEST_CASES=n` changes the number of cases (default 256).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
