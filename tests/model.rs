@@ -107,6 +107,8 @@ struct Harness {
     committed: BTreeMap<(usize, u32), u64>,
     persisted: BTreeMap<(usize, u32), u64>,
     serial: u64,
+    /// Times a failed sync poisoned the store.
+    poisonings: u64,
 }
 
 fn options(fs: &SimFs, clock: &ManualClock, sync_mode: SyncMode) -> Options {
@@ -139,6 +141,7 @@ impl Harness {
             committed: BTreeMap::new(),
             persisted: BTreeMap::new(),
             serial: 0,
+            poisonings: 0,
         }
     }
 
@@ -271,6 +274,7 @@ impl Harness {
                     }
                 }
                 if self.store().stats().poisoned {
+                    self.poisonings += 1;
                     // Nothing more is acknowledged, even with the disk working again.
                     let later = self.next_message(1, 1, 0, 1);
                     let refused = self.store().put_with(&later, Durability::Buffered);
@@ -457,27 +461,76 @@ impl Harness {
     }
 }
 
-fn run(sync_mode: SyncMode, ops: &[Op]) {
+/// Steps run, by kind, over every case of a suite (for its figures line).
+#[derive(Debug, Default)]
+struct Figures {
+    cases: u64,
+    steps: u64,
+    puts: u64,
+    reopens: u64,
+    kills: u64,
+    power_losses: u64,
+    poisoned: u64,
+    lost_buffered: u64,
+}
+
+fn run(sync_mode: SyncMode, ops: &[Op], figures: &mut Figures) {
     let mut harness = Harness::new(sync_mode);
+    figures.cases += 1;
     for op in ops {
+        figures.steps += 1;
+        let before = harness.acked.len();
+        match op {
+            Op::Put { .. } => figures.puts += 1,
+            Op::Reopen => figures.reopens += 1,
+            Op::Kill => figures.kills += 1,
+            Op::PowerLoss { .. } => figures.power_losses += 1,
+            Op::FailSync { .. } | Op::Advance { .. } | Op::PullCommit { .. } | Op::Flush => {}
+        }
         harness.apply(op);
+        if let Op::PowerLoss { .. } = op {
+            figures.lost_buffered += (before - harness.acked.len()) as u64;
+        }
         harness.check();
     }
+    figures.poisoned += harness.poisonings;
     if let Some(store) = harness.store.take() {
         store.close().unwrap();
     }
 }
 
-proptest! {
-    #[test]
-    fn store_matches_model_async(ops in proptest::collection::vec(op(), 1..40)) {
-        run(SyncMode::Async, &ops);
+/// Runs proptest's default number of cases (`PROPTEST_CASES` overrides it) and prints the
+/// suite's figures; a failure is shrunk to a minimal sequence of steps and saved.
+fn suite(sync_mode: SyncMode) {
+    let config = proptest::test_runner::Config {
+        source_file: Some(file!()),
+        ..proptest::test_runner::Config::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let figures = std::cell::RefCell::new(Figures::default());
+    let result = runner.run(&proptest::collection::vec(op(), 1..40), |ops| {
+        run(sync_mode, &ops, &mut figures.borrow_mut());
+        Ok(())
+    });
+    let f = figures.into_inner();
+    println!(
+        "model mode={sync_mode:?} cases={} steps={} puts={} reopens={} kills={} power_losses={} poisoned_by_failed_sync={} buffered_lost_to_power_loss={} result={}",
+        f.cases, f.steps, f.puts, f.reopens, f.kills, f.power_losses, f.poisoned, f.lost_buffered,
+        if result.is_ok() { "ok" } else { "FAILED" }
+    );
+    if let Err(err) = result {
+        panic!("{err}");
     }
+}
 
-    #[test]
-    fn store_matches_model_sync(ops in proptest::collection::vec(op(), 1..40)) {
-        run(SyncMode::Sync, &ops);
-    }
+#[test]
+fn store_matches_model_async() {
+    suite(SyncMode::Async);
+}
+
+#[test]
+fn store_matches_model_sync() {
+    suite(SyncMode::Sync);
 }
 
 #[test]
@@ -519,6 +572,6 @@ fn model_harness_sees_a_plain_sequence() {
         Op::Advance { ms: 6_000 },
     ];
     for mode in [SyncMode::Async, SyncMode::Sync] {
-        run(mode, &ops);
+        run(mode, &ops, &mut Figures::default());
     }
 }
