@@ -405,12 +405,16 @@ fn abort_at_every_failpoint() {
             let dir = tempfile::tempdir().unwrap();
             let mut known = Known::default();
             for _ in 0..ROUNDS_PER_DIR.min(rounds_per_point - done) {
-                // Early hits (open, the first puts) and late ones (rolls, checkpoints, many
-                // deliveries) alike.
+                // Early hits (open, the first puts) and late ones (many deliveries) alike; a
+                // child run rolls about 20 segments, so the roll points get smaller skips.
+                let late = match *name {
+                    "log.roll.after_filler" | "log.roll.after_create" => 16,
+                    _ => 100,
+                };
                 let skip = match rng.below(3) {
                     0 => rng.below(4),
-                    1 => rng.below(40),
-                    _ => rng.below(100),
+                    1 => rng.below(late.min(40)),
+                    _ => rng.below(late),
                 };
                 let spec = format!("{name}=abort@{skip}");
                 run_round(
