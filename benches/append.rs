@@ -24,10 +24,13 @@
 
 #[path = "support/machine.rs"]
 mod machine;
+#[path = "support/raw_record.rs"]
+mod raw_record;
 #[path = "support/summary.rs"]
 mod summary;
 
 use machine::{cpu_model, mem_total_kib, mount_of, read_trimmed};
+use raw_record::{create_zeroed, raw_record, record_bytes, seal_raw};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -36,10 +39,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use summary::summarize;
+use summary::{percentile, summarize};
 
 use clap::Parser;
-use delaystore::commit_log::record::HEADER_BYTES;
 use delaystore::commit_log::COMMIT_LOG_DIR;
 use delaystore::naming::offset_file_name;
 use delaystore::{Error, Message, Options, Store, SyncMode};
@@ -102,13 +104,8 @@ struct Config {
     sync_time: Duration,
 }
 
-/// Encoded size of a bench message: header, topic, no key, no properties, body.
-fn record_bytes(body: usize) -> usize {
-    HEADER_BYTES + TOPIC.len() + body
-}
-
 fn async_count(config: &Config, body: usize) -> u64 {
-    (config.async_bytes / record_bytes(body) as u64).clamp(1, config.async_max_msgs)
+    (config.async_bytes / record_bytes(TOPIC, body) as u64).clamp(1, config.async_max_msgs)
 }
 
 /// One workload of one repetition.
@@ -375,7 +372,7 @@ fn async_put(dir: &Path, body: usize, count: u64) -> Result<Sample, String> {
     } else {
         0.0
     };
-    let bytes = count as f64 * record_bytes(body) as f64;
+    let bytes = count as f64 * record_bytes(TOPIC, body) as f64;
     Ok(vec![
         ("msg_per_s", "msg/s", count as f64 / elapsed),
         ("mb_per_s", "MB/s", bytes / elapsed / 1e6),
@@ -413,48 +410,6 @@ fn put_retrying_roll_race(store: &Store, message: &Message) -> Result<u64, Strin
     }
 }
 
-/// Creates a file the way the store creates a segment: zeros in 4 KiB writes, then a sync.
-fn create_zeroed(path: &Path, len_bytes: u64) -> io::Result<File> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    let zeros = [0u8; 4096];
-    let mut left = len_bytes;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n])?;
-        left -= n as u64;
-    }
-    file.sync_all()?;
-    Ok(file)
-}
-
-/// A record laid out like the store's (header, topic, body); only the length and the offset and
-/// CRC fields matter to the ceiling.
-fn raw_record(body: usize) -> Vec<u8> {
-    let len = record_bytes(body);
-    let mut record = vec![0u8; len];
-    record[0..4].copy_from_slice(b"DSR1");
-    record[4..8].copy_from_slice(&(len as u32).to_le_bytes());
-    record[HEADER_BYTES..HEADER_BYTES + TOPIC.len()].copy_from_slice(TOPIC.as_bytes());
-    for (i, b) in record[HEADER_BYTES + TOPIC.len()..].iter_mut().enumerate() {
-        *b = (i * 31 + 7) as u8;
-    }
-    record
-}
-
-/// Stamps the offset into the record and fills in a CRC over every byte but the CRC field.
-fn seal_raw(record: &mut [u8], offset: u64) {
-    record[16..24].copy_from_slice(&offset.to_le_bytes());
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&record[..8]);
-    crc.update(&record[12..]);
-    let crc = crc.finalize();
-    record[8..12].copy_from_slice(&crc.to_le_bytes());
-}
-
 /// Creates a file with `len_bytes` of blocks reserved by `fallocate` (read as zeros, never
 /// written), then syncs it, as the store reserves a segment.
 fn create_reserved(path: &Path, len_bytes: u64) -> io::Result<File> {
@@ -469,7 +424,7 @@ fn create_reserved(path: &Path, len_bytes: u64) -> io::Result<File> {
 }
 
 fn raw_mmap(dir: &Path, body: usize, fill: Fill, count: u64) -> Result<Sample, String> {
-    let mut record = raw_record(body);
+    let mut record = raw_record(TOPIC, body);
     let len = record.len();
     let total = count as usize * len;
     let file_len = total.div_ceil(4096) * 4096;
@@ -577,7 +532,7 @@ fn latency_sample(mut latencies: Vec<u64>, elapsed: f64) -> Sample {
 }
 
 fn raw_fsync(dir: &Path, duration: Duration) -> Result<Sample, String> {
-    let mut record = raw_record(SYNC_BODY);
+    let mut record = raw_record(TOPIC, SYNC_BODY);
     let len = record.len() as u64;
     let path = dir.join("raw-fsync");
     let file =
@@ -599,15 +554,6 @@ fn raw_fsync(dir: &Path, duration: Duration) -> Result<Sample, String> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     Ok(latency_sample(latencies, elapsed))
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Flushes other dirty data (earlier workloads, other users of the disk) before a workload, so
@@ -885,7 +831,7 @@ fn report(results: &Results, machine: &serde_json::Value, mode: &str, reps: usiz
             "reps": reps,
             "workload": workload.kind(),
             "body_bytes": workload.body(),
-            "record_bytes": record_bytes(workload.body()),
+            "record_bytes": record_bytes(TOPIC, workload.body()),
             "threads": workload.threads(),
             "machine": machine,
         })

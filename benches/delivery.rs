@@ -28,17 +28,23 @@
 
 #[path = "support/machine.rs"]
 mod machine;
+#[path = "support/orders.rs"]
+mod orders;
 #[path = "support/summary.rs"]
 mod summary;
+#[path = "support/timing.rs"]
+mod timing;
 
 use machine::{cpu_model, mem_total_kib, mount_of, read_trimmed};
+use orders::{close_by_store, scan_table, Table};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use summary::summarize;
+use summary::{percentile, summarize};
+use timing::{now_us, sleep_until};
 
 use clap::Parser;
 use delaystore::commit_log::COMMIT_LOG_DIR;
@@ -66,8 +72,6 @@ const ORDER_TOPIC: &str = "order-close";
 const DRAIN_CLOCK_JUMP_MS: u64 = 3 * 3_600_000;
 const MANUAL_START_MS: u64 = 1_700_000_000_000;
 const PULL_BATCH: usize = 1024;
-const UNPAID: u8 = 0;
-const CLOSED: u8 = 1;
 
 /// Targets from the brief: figures to compare against, not assertions.
 const TARGET_STORE_P99_MS: f64 = 5.0;
@@ -270,33 +274,6 @@ impl Results {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// Milliseconds from `due_ms` to now, with microsecond resolution.
-fn ms_since(due_ms: u64) -> f64 {
-    now_us() as f64 / 1000.0 - due_ms as f64
-}
-
-fn sleep_until(at: Instant) {
-    let now = Instant::now();
-    if at > now {
-        std::thread::sleep(at - now);
-    }
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 /// p50, p99 and max figures of `values` (sorted in place), named `{prefix}_p50` and so on.
 fn lateness_figures(
@@ -910,32 +887,6 @@ fn flush_retrying(store: &Store, workload: &str) -> Result<u64, String> {
 // ---------------------------------------------------------------------------------------------
 // 3. The seed baseline: order timeouts by delayed messages vs. by scanning a table
 
-/// An in-memory orders table: created time and state per row; rows below `inserted` exist.
-struct Table {
-    created_ms: Vec<AtomicU64>,
-    state: Vec<AtomicU8>,
-    inserted: AtomicUsize,
-}
-
-impl Table {
-    fn new(rows: usize) -> Self {
-        Table {
-            created_ms: (0..rows).map(|_| AtomicU64::new(0)).collect(),
-            state: (0..rows).map(|_| AtomicU8::new(UNPAID)).collect(),
-            inserted: AtomicUsize::new(0),
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Closer {
-    lateness_ms: Vec<f64>,
-    rows_read: u64,
-    closed: u64,
-    duplicates: u64,
-    scans: u64,
-}
-
 fn orders(config: &Config) -> Result<Vec<Figure>, String> {
     let workload = Workload::Orders.name();
     let dir = fresh_dir(config, "orders")?;
@@ -999,7 +950,7 @@ fn orders(config: &Config) -> Result<Vec<Figure>, String> {
             Ok(puts)
         })?
     };
-    let by_store = close_by_store(&store, &store_orders, delay_ms, timeout);
+    let by_store = close_by_store(&store, ORDER_TOPIC, &store_orders, delay_ms, timeout);
     let puts = join(producer, "order producer")?;
     let scanned = scanners
         .into_iter()
@@ -1079,106 +1030,6 @@ fn orders(config: &Config) -> Result<Vec<Figure>, String> {
         ));
     }
     Ok(figures)
-}
-
-/// (a): the closer consumes the close messages and closes each order that is still unpaid.
-fn close_by_store(
-    store: &Store,
-    table: &Table,
-    delay_ms: u64,
-    timeout: Duration,
-) -> Result<Closer, String> {
-    let queues = store
-        .queue_count(ORDER_TOPIC)
-        .map_err(|e| format!("queue count: {e}"))?;
-    let n = table.state.len() as u64;
-    let mut next = vec![0u64; queues as usize];
-    let mut closer = Closer {
-        lateness_ms: Vec::with_capacity(n as usize),
-        ..Closer::default()
-    };
-    let start = Instant::now();
-    while closer.closed < n && start.elapsed() < timeout {
-        let token = store.visibility_token();
-        let mut got_any = false;
-        for (queue, offset) in (0..queues).zip(next.iter_mut()) {
-            let batch = store
-                .pull(ORDER_TOPIC, queue, *offset, PULL_BATCH)
-                .map_err(|e| format!("pull: {e}"))?;
-            let Some(last) = batch.last() else { continue };
-            *offset = last.queue_offset + 1;
-            got_any = true;
-            for message in &batch {
-                let order = message
-                    .body
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(u64::MAX, u64::from_le_bytes) as usize;
-                let (Some(state), Some(created)) =
-                    (table.state.get(order), table.created_ms.get(order))
-                else {
-                    return Err(format!("message for unknown order {order}"));
-                };
-                // One row read per order: the close message names its order.
-                closer.rows_read += 1;
-                if state
-                    .compare_exchange(UNPAID, CLOSED, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    closer.closed += 1;
-                    let deadline = created.load(Ordering::Relaxed) + delay_ms;
-                    closer.lateness_ms.push(ms_since(deadline));
-                } else {
-                    closer.duplicates += 1;
-                }
-            }
-            store
-                .commit_offset("closer", ORDER_TOPIC, queue, *offset)
-                .map_err(|e| format!("commit offset: {e}"))?;
-        }
-        if !got_any {
-            store.wait_for_entries(token, Duration::from_millis(100));
-        }
-    }
-    Ok(closer)
-}
-
-/// (b): every `period_ms` from `start`, examine every row of the table and close each unpaid
-/// order past its deadline; stop once every order is closed (or at `timeout`).
-fn scan_table(
-    table: &Table,
-    period_ms: u64,
-    delay_ms: u64,
-    start: Instant,
-    timeout: Duration,
-) -> Closer {
-    let n = table.state.len() as u64;
-    let mut closer = Closer {
-        lateness_ms: Vec::with_capacity(n as usize),
-        ..Closer::default()
-    };
-    let mut scan = 0u64;
-    while closer.closed < n {
-        scan += 1;
-        let at = Duration::from_millis(scan * period_ms);
-        if at > timeout {
-            break;
-        }
-        sleep_until(start + at);
-        closer.scans += 1;
-        let now_ms = SystemClock.now_ms();
-        let rows = table.inserted.load(Ordering::Acquire);
-        for (state, created) in table.state.iter().zip(&table.created_ms).take(rows) {
-            closer.rows_read += 1;
-            let deadline = created.load(Ordering::Relaxed) + delay_ms;
-            if deadline <= now_ms && state.load(Ordering::Relaxed) == UNPAID {
-                state.store(CLOSED, Ordering::Relaxed);
-                closer.closed += 1;
-                closer.lateness_ms.push(ms_since(deadline));
-            }
-        }
-    }
-    closer
 }
 
 // ---------------------------------------------------------------------------------------------

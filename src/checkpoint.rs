@@ -11,6 +11,7 @@ use std::path::Path;
 
 use crate::bytes::{get_u16, get_u32, get_u64, get_u8, put_u64, put_u8, split};
 use crate::consume_queue::QueueKey;
+use crate::dispatch::SegmentRefs;
 use crate::error::{DecodeError, Error, Result};
 use crate::framed::{frame, unframe};
 use crate::io::{write_atomic, FileSystem};
@@ -20,7 +21,7 @@ pub const CHECKPOINT_FILE: &str = "checkpoint";
 /// `DSCK`.
 pub const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"DSCK");
 /// Checkpoint format version.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_VERSION: u32 = 2;
 const PAYLOAD_BYTES: usize = 32;
 
 /// The checkpoint's content.
@@ -39,8 +40,12 @@ pub struct Checkpoint {
     /// Entry count of every consume queue for the records below `log_end_offset`; those entries
     /// are durable. A queue found shorter than this is damaged and rebuilt from the log.
     pub queue_counts: Vec<(QueueKey, u64)>,
-    /// Delivered count of every delay level for the records below `log_end_offset`.
-    pub level_cursors: Vec<(u8, u64)>,
+    /// Consumed count of every timed queue (delay level or timer slot, by
+    /// [`crate::consume_queue::TimedQueue::to_id`]) for the records below `log_end_offset`.
+    pub cursors: Vec<(u16, u64)>,
+    /// Retention references of every segment that has any, for the records below
+    /// `log_end_offset` (see [`crate::dispatch::SegmentRefs`]).
+    pub segment_refs: Vec<(u64, SegmentRefs)>,
 }
 
 impl Checkpoint {
@@ -58,6 +63,7 @@ impl Checkpoint {
             let (kind, topic, id) = match key {
                 QueueKey::Topic { topic, queue_id } => (1u8, topic.as_str(), *queue_id),
                 QueueKey::DelayLevel(level) => (2u8, "", u32::from(*level)),
+                QueueKey::TimerSlot(slot) => (3u8, "", u32::from(*slot)),
             };
             payload.push(kind);
             let topic_len = u16::try_from(topic.len()).unwrap_or(0);
@@ -71,11 +77,18 @@ impl Checkpoint {
             payload.extend_from_slice(&id.to_le_bytes());
             payload.extend_from_slice(&entries.to_le_bytes());
         }
-        let levels = self.level_cursors.len().min(usize::from(u8::MAX));
-        payload.push(u8::try_from(levels).unwrap_or(u8::MAX));
-        for (level, delivered) in self.level_cursors.iter().take(levels) {
-            payload.push(*level);
+        let cursors = self.cursors.len().min(usize::from(u16::MAX));
+        payload.extend_from_slice(&u16::try_from(cursors).unwrap_or(u16::MAX).to_le_bytes());
+        for (queue, delivered) in self.cursors.iter().take(cursors) {
+            payload.extend_from_slice(&queue.to_le_bytes());
             payload.extend_from_slice(&delivered.to_le_bytes());
+        }
+        let segments = u32::try_from(self.segment_refs.len()).unwrap_or(u32::MAX);
+        payload.extend_from_slice(&segments.to_le_bytes());
+        for (base, refs) in self.segment_refs.iter().take(segments as usize) {
+            payload.extend_from_slice(&base.to_le_bytes());
+            payload.extend_from_slice(&refs.pending.to_le_bytes());
+            payload.extend_from_slice(&refs.last_delivery_offset.to_le_bytes());
         }
         frame(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &payload)
     }
@@ -96,7 +109,8 @@ impl Checkpoint {
             written_ms: get_u64(payload, 16),
             clean_shutdown: clean,
             queue_counts: Vec::new(),
-            level_cursors: Vec::new(),
+            cursors: Vec::new(),
+            segment_refs: Vec::new(),
         };
         let (count, tail) = split(rest, 4)?;
         rest = tail;
@@ -125,6 +139,9 @@ impl Checkpoint {
                 2 => QueueKey::DelayLevel(
                     u8::try_from(id).map_err(|_| DecodeError::BadField { field: "level" })?,
                 ),
+                3 => QueueKey::TimerSlot(
+                    u8::try_from(id).map_err(|_| DecodeError::BadField { field: "slot" })?,
+                ),
                 _ => {
                     return Err(DecodeError::BadField {
                         field: "queue kind",
@@ -133,14 +150,27 @@ impl Checkpoint {
             };
             checkpoint.queue_counts.push((key, get_u64(nums, 4)));
         }
-        let (levels, tail) = split(rest, 1)?;
+        let (cursors, tail) = split(rest, 2)?;
         rest = tail;
-        for _ in 0..get_u8(levels, 0) {
-            let (cursor, tail) = split(rest, 9)?;
+        for _ in 0..get_u16(cursors, 0) {
+            let (cursor, tail) = split(rest, 10)?;
             rest = tail;
             checkpoint
-                .level_cursors
-                .push((get_u8(cursor, 0), get_u64(cursor, 1)));
+                .cursors
+                .push((get_u16(cursor, 0), get_u64(cursor, 2)));
+        }
+        let (segments, tail) = split(rest, 4)?;
+        rest = tail;
+        for _ in 0..get_u32(segments, 0) {
+            let (refs, tail) = split(rest, 24)?;
+            rest = tail;
+            checkpoint.segment_refs.push((
+                get_u64(refs, 0),
+                SegmentRefs {
+                    pending: get_u64(refs, 8),
+                    last_delivery_offset: get_u64(refs, 16),
+                },
+            ));
         }
         if !rest.is_empty() {
             return Err(DecodeError::BadLength {

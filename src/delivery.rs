@@ -1,15 +1,20 @@
-//! The delivery dispatcher: walks each delay level's queue in order (queue order is due order,
-//! since every message of a level waits the same delay) and re-posts every due message to its
-//! target queue as a delivery record that names its origin: no payload copy.
+//! The delivery dispatcher: walks each timed queue in order, head first, and releases every
+//! entry whose time has come. A delay level's queue is in due order (every message of a level
+//! waits the same delay); a timer slot's queue is in release order (see [`crate::timer`]). A
+//! released message is re-posted to its target queue as a delivery record that names its
+//! origin (no payload copy), hopped to a lower timer tier as a small hop record, or discarded
+//! (cancelled, or corrupt); the host decides which.
 //!
 //! Wake-ups are deadline-driven: the thread sleeps until the earliest head of any level is due,
 //! a new entry is dispatched, or the clock is moved, never on a fixed polling period.
 //!
 //! It must never deliver a message twice or drop one: its progress is not saved anywhere but
-//! derived from the delivery records in the log (see [`crate::dispatch::LevelCursors`]), and
+//! derived from the delivery, hop and discard records in the log (see [`crate::dispatch::DeliveryCursors`]), and
 //! it retries a failed re-post until it succeeds or the store is poisoned.
 //!
-//! **Clock jumps.** Due times are wall-clock times fixed at put (store time + the delay the
+//! **Clock jumps.** Arbitrary delays are absolute wall-clock due times: they are delivered when
+//! the clock reads their due time, whatever it did before. For delay levels: due times are
+//! wall-clock times fixed at put (store time + the delay the
 //! message was stored with); the current delay table is never consulted, so reopening with
 //! another table changes no stored due time. A forward jump makes everything it passes due. When
 //! the clock is seen going back, to `j`, every message already queued is treated as if stored
@@ -20,12 +25,12 @@
 
 use std::time::Duration;
 
-use crate::commit_log::record::OriginRef;
 use crate::consume_queue::entry::Entry;
+use crate::consume_queue::TimedQueue;
 use crate::error::{Error, Result};
 
-/// Most entries one level delivers before the others get a turn.
-const LEVEL_BATCH_MAX: u64 = 4096;
+/// Most entries one queue releases before the others get a turn.
+const QUEUE_BATCH_MAX: u64 = 4096;
 /// Longest sleep when nothing is pending (a safety net; new entries wake the thread anyway).
 const IDLE_SLEEP: Duration = Duration::from_millis(1000);
 /// Pause after a failed re-post before retrying it.
@@ -37,29 +42,30 @@ pub trait DeliveryHost {
     fn now_ms(&self) -> u64;
     /// Whether the store is stopping.
     fn stopping(&self) -> bool;
-    /// Highest level that may hold entries.
-    fn level_count(&self) -> u8;
+    /// The timed queues to walk (every level that may hold entries, and the timer slots).
+    fn timed_queues(&self) -> &[TimedQueue];
     /// Log offset just past the last record written.
     fn log_written_end(&self) -> u64;
-    /// Entry count of the level's queue (0 if it does not exist).
-    fn level_queue_len(&self, level: u8) -> u64;
-    /// Entry `index` of the level queue.
-    fn level_entry(&self, level: u8, index: u64) -> Result<Entry>;
+    /// Entry count of a timed queue (0 if it does not exist).
+    fn queue_len(&self, queue: TimedQueue) -> u64;
+    /// Entry `index` of a timed queue.
+    fn entry(&self, queue: TimedQueue, index: u64) -> Result<Entry>;
     /// Store time of the message an entry points at (read from its record header).
-    fn store_ms(&self, entry: &Entry) -> Result<u64>;
+    /// Store time and due time of the record an entry points at (from its header).
+    fn record_times(&self, entry: &Entry) -> Result<(u64, u64)>;
     /// The newest store time handed out so far, including the log's newest record at open: a
     /// store time is a clock reading, so a clock below it has gone back (while the store was
     /// closed, or since that put), whether or not the loop saw the higher reading.
     fn newest_store_ms(&self) -> u64;
-    /// Where `level`'s delivery starts after open.
-    fn delivered(&self, level: u8) -> u64;
-    /// Appends the delivery record of the origin an entry points at (reading and checking the
-    /// origin record first); returns the log end after it, or `None` if the origin record is
-    /// corrupt and can never be delivered (the host counts and reports it; it is not retried,
-    /// so one rotten record cannot block its level).
-    fn repost(&self, origin: OriginRef, level: u8, now_ms: u64) -> Result<Option<u64>>;
-    /// Called after a round that re-posted something, with the log end to make durable (sync
-    /// mode) before the re-posts become visible.
+    /// Where a queue's delivery starts after open.
+    fn delivered(&self, queue: TimedQueue) -> u64;
+    /// Releases entry `index` of `queue`, whose time has come: appends the record that
+    /// consumes it (a delivery, a hop to a lower timer slot, or a discard) and returns the log
+    /// end after it. A corrupt record is discarded (the host counts and reports it), never
+    /// retried, so one rotten record cannot block its queue.
+    fn release(&self, queue: TimedQueue, index: u64, entry: &Entry, now_ms: u64) -> Result<u64>;
+    /// Called after a round that released something, with the log end to make durable (sync
+    /// mode) before the records become visible.
     fn after_round(&self, log_end: u64) -> Result<()>;
     /// Sleeps until new entries, a clock move, a stop, or `timeout`.
     fn sleep(&self, generation: u64, timeout: Duration);
@@ -81,7 +87,8 @@ struct JumpCap {
     before_log_offset: u64,
 }
 
-/// The loop's state: per-level cursors and the clock-jump bookkeeping.
+/// The loop's state: per-queue cursors (in [`DeliveryHost::timed_queues`] order) and the
+/// clock-jump bookkeeping.
 struct Delivery {
     cursors: Vec<u64>,
     cap: Option<JumpCap>,
@@ -94,7 +101,11 @@ struct Delivery {
 /// Runs the delivery loop until the host stops.
 pub fn run_delivery(host: &dyn DeliveryHost) {
     let mut state = Delivery {
-        cursors: (0..=u8::MAX).map(|level| host.delivered(level)).collect(),
+        cursors: host
+            .timed_queues()
+            .iter()
+            .map(|queue| host.delivered(*queue))
+            .collect(),
         cap: None,
         clock_high_ms: 0,
         newest_seen_ms: 0,
@@ -155,35 +166,42 @@ impl Delivery {
         self.newest_seen_ms = newest;
     }
 
-    /// The time an entry may be delivered: its due time, moved earlier after a backward jump
-    /// by how far its store time lay beyond the clock the jump went to.
-    fn deadline_ms(&self, host: &dyn DeliveryHost, entry: &Entry) -> u64 {
-        match self.cap {
-            Some(cap) if entry.log_offset < cap.before_log_offset => match host.store_ms(entry) {
-                Ok(store_ms) if store_ms > cap.jumped_to_ms => {
-                    entry.time_ms.saturating_sub(store_ms - cap.jumped_to_ms)
-                }
-                // An unreadable record is not corrected; the re-post reports it.
-                _ => entry.time_ms,
-            },
-            _ => entry.time_ms,
+    /// The time an entry may be released: its time tag; for a delay level, moved earlier after
+    /// a backward jump by how far its store time lay beyond the clock the jump went to.
+    /// A level's due time is read from the record, not trusted from the entry: a damaged entry
+    /// time must not release a message early. (A timer entry is only a release hint: the
+    /// release itself reads the due time from the record and hops if it is not reached.)
+    fn deadline_ms(&self, host: &dyn DeliveryHost, queue: TimedQueue, entry: &Entry) -> u64 {
+        if let TimedQueue::TimerSlot(_) = queue {
+            return entry.time_ms;
+        }
+        // An unreadable header keeps the entry's time; the release reports the record.
+        let times = host.record_times(entry).ok();
+        let due_ms = times.map_or(entry.time_ms, |(_, due_ms)| due_ms);
+        match (self.cap, times) {
+            (Some(cap), Some((store_ms, _)))
+                if entry.log_offset < cap.before_log_offset && store_ms > cap.jumped_to_ms =>
+            {
+                due_ms.saturating_sub(store_ms - cap.jumped_to_ms)
+            }
+            _ => due_ms,
         }
     }
 
-    /// One pass over the levels: re-posts what is due (a bounded batch per level).
+    /// One pass over the timed queues: releases what is due (a bounded batch per queue).
     fn round(&mut self, host: &dyn DeliveryHost) -> Result<Round> {
         self.watch_clock(host);
         let mut next_due_ms: Option<u64> = None;
         let mut log_end = None;
-        for level in 1..=host.level_count() {
-            let len = host.level_queue_len(level);
+        for (at, &queue) in host.timed_queues().iter().enumerate() {
+            let len = host.queue_len(queue);
             let mut batch = 0;
-            while let Some(&cursor) = self.cursors.get(usize::from(level)) {
-                if cursor >= len || batch >= LEVEL_BATCH_MAX {
+            while let Some(&cursor) = self.cursors.get(at) {
+                if cursor >= len || batch >= QUEUE_BATCH_MAX {
                     break;
                 }
-                let entry = host.level_entry(level, cursor)?;
-                let deadline = self.deadline_ms(host, &entry);
+                let entry = host.entry(queue, cursor)?;
+                let deadline = self.deadline_ms(host, queue, &entry);
                 // Read the clock after the entry: its store time was read before it was
                 // written, so a fresh entry can never look like it was stored in the future.
                 let now = host.now_ms();
@@ -191,16 +209,8 @@ impl Delivery {
                     next_due_ms = Some(next_due_ms.map_or(deadline, |d| d.min(deadline)));
                     break;
                 }
-                let origin = OriginRef {
-                    log_offset: entry.log_offset,
-                    record_bytes: entry.record_bytes,
-                    level_queue_offset: cursor,
-                };
-                if let Some(end) = host.repost(origin, level, now)? {
-                    log_end = Some(end);
-                }
-                failpoint!("delivery.after_repost");
-                if let Some(slot) = self.cursors.get_mut(usize::from(level)) {
+                log_end = Some(host.release(queue, cursor, &entry, now)?);
+                if let Some(slot) = self.cursors.get_mut(at) {
                     *slot = cursor + 1;
                 }
                 batch += 1;

@@ -23,6 +23,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The disk is full (`ENOSPC`): nothing was written, the store is consistent, and the same
+    /// call succeeds once space is freed (retention frees segments; see `Options::retention_ms`
+    /// and `Options::disk_usage_max_bytes`).
+    #[error("disk full while writing {path:?}")]
+    DiskFull {
+        /// File the write concerned.
+        path: PathBuf,
+    },
+
     /// A file holds bytes that cannot be what the store wrote.
     #[error("corruption in {file:?} at byte {offset}: {kind}")]
     Corruption {
@@ -108,6 +117,15 @@ pub enum Error {
         levels: usize,
     },
 
+    /// An arbitrary delay beyond `Options::delay_ms_max`.
+    #[error("a delay of {delay_ms} ms exceeds delay_ms_max = {delay_ms_max} ms")]
+    DelayTooLong {
+        /// Delay asked for (for `deliver_at_ms`, from the store clock), ms.
+        delay_ms: u64,
+        /// The limit, ms.
+        delay_ms_max: u64,
+    },
+
     /// The directory holds no store and `Options::create_if_missing` is false.
     #[error("no store in {dir:?}")]
     StoreNotFound {
@@ -138,7 +156,11 @@ pub enum Error {
 
 impl Error {
     /// Wraps an `io::Error` with the path it concerned.
+    /// A full disk becomes [`Error::DiskFull`].
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            return Error::DiskFull { path: path.into() };
+        }
         Error::Io {
             path: path.into(),
             source,

@@ -37,9 +37,12 @@
 //! | `fs.sync_range` | `msync` of any mapped file (segment or queue file), real file system only | — (armed with `error`: the sync fails as `EIO` would, and the store must poison itself) |
 //! | `dispatch.after_batch` | `DispatchProgress::dispatch_to`, queue entries written, `dispatched_end` not yet raised | entries the checkpoint does not count |
 //! | `checkpoint.before_write` | `write_checkpoint`, queues and log synced, checkpoint not yet replaced | durable queues ahead of the checkpoint |
-//! | `delivery.after_repost` | the delivery loop, a delivery record appended, the loop's cursor not yet advanced (nor the record synced) | a delivery record whose progress exists only in the log |
-//!
-//! A cancel point (during `Store::cancel`) joins this list with cancel.
+//! | `delivery.after_repost` | `Inner::deliver` (delivery host), a delivery record appended and its decision slot set, the loop's cursor not yet advanced (nor the record synced) | a delivery record whose progress exists only in the log and the slot |
+//! | `delivery.after_hop` | `Inner::hop`, a hop record appended (entry for a lower timer slot), the loop's cursor not yet advanced | a hop whose source entry is not yet consumed |
+//! | `delivery.after_discard` | `Inner::discard`, a discard record appended (a cancelled, already delivered or unreadable entry), the cursor not yet advanced | a discard whose entry is not yet consumed |
+//! | `cancel.after_append` | `Inner::cancel_pending`, the cancel record appended, its decision slot not yet set | a cancel in the log but not in the slot file (dispatch rebuilds the slot) |
+//! | `cancel.after_decision` | `Inner::cancel_pending`, the slot set, `Store::cancel` not yet returned (nor synced) | a decided cancel that was never acknowledged |
+//! | `retention.after_retire` | `Inner::retain`, the oldest segments deleted, queue files and decision files not yet following | queue entries and slots pointing below the log start |
 //!
 //! Where a point's `error` has no real counterpart (an append cannot fail after its copy;
 //! nothing can fail between a re-post and its cursor update), arming it with `error` tests the
@@ -62,6 +65,11 @@ pub const NAMES: &[&str] = &[
     "dispatch.after_batch",
     "checkpoint.before_write",
     "delivery.after_repost",
+    "delivery.after_hop",
+    "delivery.after_discard",
+    "cancel.after_append",
+    "cancel.after_decision",
+    "retention.after_retire",
 ];
 
 /// The environment variable that arms failpoints in a whole process.

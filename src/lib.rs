@@ -7,8 +7,12 @@
 //!
 //! `put` -> [`commit_log`] (append-only mmap segments, every record CRC-checked and stamped with
 //! its own offset) -> [`dispatch`] (a thread tailing the log) -> [`consume_queue`] (20-byte
-//! entries per queue) -> `pull` -> consumer, who `commit_offset`s its progress.
-//! [`recovery`] rebuilds everything derived from the commit log when the store opens.
+//! entries per queue) -> `pull` -> consumer, who `commit_offset`s its progress. A delayed
+//! message waits in a delay level's queue or in the [`timer`] wheel's slot queues; the
+//! [`delivery`] thread re-posts it to its target queue when due (or discards it if
+//! [`Store::cancel`] cancelled it, see [`decisions`]). [`recovery`] rebuilds everything
+//! derived from the commit log when the store opens; retention deletes old segments nothing
+//! needs any more (`Options::retention_ms`).
 //!
 //! ## Durability contract
 //!
@@ -28,6 +32,15 @@
 //!
 //! **Visibility.** In [`SyncMode::Sync`] a consumer never sees a record that is not durable.
 //! In [`SyncMode::Async`] it may see a record that a power loss later removes.
+//!
+//! **Delayed messages.** An acknowledged delayed message is delivered exactly once to its
+//! target queue, never before its due time (by the store clock), and no later than the delivery
+//! thread can get to it; in [`SyncMode::Async`] a power loss can make a delivery a consumer saw
+//! happen again (same id). A [`CancelOutcome::Cancelled`] acknowledged under a syncing
+//! durability holds through any failure: the message is never delivered. `AlreadyDelivered`
+//! means consumers get (or got) the message. Retention never deletes a pending delayed message
+//! or data unread by a registered consumer group, except past `Options::disk_usage_hard_bytes`,
+//! and then every such message is counted in [`Stats::forced_deleted_messages`].
 //!
 //! ## Fault model
 //!
@@ -75,6 +88,7 @@ pub mod clock;
 pub mod commit_log;
 pub mod consume_queue;
 pub mod consumer_offsets;
+pub mod decisions;
 pub mod delay_levels;
 pub mod delivery;
 pub mod dispatch;
@@ -82,6 +96,7 @@ pub mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 pub mod framed;
+pub mod inspect;
 pub mod io;
 pub mod message;
 pub mod meta;
@@ -91,11 +106,12 @@ pub mod recovery;
 pub mod seeded;
 pub mod signal;
 pub mod store;
+pub mod timer;
 pub mod topic;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DecodeError, Error, Result};
-pub use message::{Message, MessageId, PutReceipt, StoredMessage};
+pub use message::{CancelOutcome, Message, MessageId, PutReceipt, StoredMessage};
 pub use options::{Durability, Options, SegmentFill, SyncMode};
 pub use recovery::RecoveryReport;
-pub use store::{ConsumerLag, Stats, Store};
+pub use store::{ConsumerLag, DueOutlook, Stats, Store};

@@ -37,6 +37,12 @@ pub struct Message {
     pub body: Vec<u8>,
     /// Delay level (1-based index into the store's table); 0 delivers at once.
     pub delay_level: u8,
+    /// An arbitrary delay from the store time, in ms (millisecond precision, up to
+    /// `Options::delay_ms_max`; 0 delivers at once).
+    pub delay_ms: Option<u64>,
+    /// An absolute due time, in ms since the epoch by the store clock (a time already past
+    /// delivers at once). At most one of `delay_level`, `delay_ms` and `deliver_at_ms` is set.
+    pub deliver_at_ms: Option<u64>,
 }
 
 impl Message {
@@ -67,10 +73,46 @@ impl Message {
         self
     }
 
+    /// Delays delivery by `delay_ms` (any value up to the store's `delay_ms_max`).
+    pub fn with_delay_ms(mut self, delay_ms: u64) -> Self {
+        self.delay_ms = Some(delay_ms);
+        self
+    }
+
+    /// Delivers at `deliver_at_ms` (ms since the epoch, by the store clock).
+    pub fn with_deliver_at_ms(mut self, deliver_at_ms: u64) -> Self {
+        self.deliver_at_ms = Some(deliver_at_ms);
+        self
+    }
+
     /// Adds a property.
     pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.push((key.into(), value.into()));
         self
+    }
+}
+
+/// The one definite answer of [`crate::Store::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CancelOutcome {
+    /// The message was pending and will never be delivered (also the answer to a repeated
+    /// cancel of the same message).
+    Cancelled,
+    /// The message was already delivered to its target queue (or was never delayed: it was
+    /// visible from its put).
+    AlreadyDelivered,
+    /// No message with this id is stored (never put, removed by retention, or not a message).
+    NotFound,
+}
+
+impl CancelOutcome {
+    /// `cancelled`, `already_delivered` or `not_found`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelOutcome::Cancelled => "cancelled",
+            CancelOutcome::AlreadyDelivered => "already_delivered",
+            CancelOutcome::NotFound => "not_found",
+        }
     }
 }
 
@@ -84,7 +126,8 @@ pub struct PutReceipt {
     /// Queue chosen.
     pub queue: u32,
     /// Logical offset in that queue; for a delayed message, its offset in its delay level's
-    /// queue (its offset in the target queue is assigned when it is delivered).
+    /// queue or first timer slot's queue (its offset in the target queue is assigned when it
+    /// is delivered).
     pub queue_offset: u64,
     /// Store time in ms.
     pub store_ms: u64,

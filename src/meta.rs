@@ -20,7 +20,7 @@ pub const META_FILE: &str = "meta";
 /// `DSMT`.
 pub const META_MAGIC: u32 = u32::from_le_bytes(*b"DSMT");
 /// Store format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Queue count of a new store when the options do not say.
 pub const DEFAULT_QUEUE_COUNT: u32 = 4;
 

@@ -93,6 +93,26 @@ pub struct Options {
     /// creating). A different table replaces the stored one; messages already stored keep the
     /// due time they were stored with.
     pub delay_levels: Option<String>,
+    /// Longest arbitrary delay a put may ask for (`Message::delay_ms`, or `deliver_at_ms`
+    /// minus the store clock), in ms. Default 400 days; bounds 1 ms..=10 years. May change
+    /// between opens: it only limits new puts.
+    pub delay_ms_max: u64,
+    /// Commit-log segments whose newest record is older than this are deleted, unless they
+    /// still hold a pending delayed message or data a registered consumer group (one that has
+    /// committed an offset) has not consumed. `None` (default) keeps every segment; RocketMQ
+    /// deletes after 72 hours. Bounds 1 s..=10 years. The segment being written is never
+    /// deleted.
+    pub retention_ms: Option<u64>,
+    /// When the commit-log segments take more than this many bytes, the oldest segments are
+    /// deleted whatever their age, still never one that holds pending or unconsumed data.
+    /// `None` (default): no limit. At least 2 segments.
+    pub disk_usage_soft_bytes: Option<u64>,
+    /// When the segments take more than this many bytes, the oldest are deleted even if they
+    /// hold pending or unconsumed messages: each message lost so is counted
+    /// ([`crate::Stats::forced_deleted_messages`]) and reported on stderr, never silent. `None`
+    /// (default): no limit (a full disk then fails puts with [`Error::DiskFull`]). At least 2
+    /// segments, and at least `disk_usage_soft_bytes`.
+    pub disk_usage_hard_bytes: Option<u64>,
     /// Create the store if the directory holds none. Default true; when false, opening a
     /// directory without a store fails with [`Error::StoreNotFound`].
     pub create_if_missing: bool,
@@ -115,6 +135,10 @@ impl Default for Options {
             default_queue_count: None,
             topic_queue_counts: BTreeMap::new(),
             delay_levels: None,
+            delay_ms_max: DELAY_MS_MAX_DEFAULT,
+            retention_ms: None,
+            disk_usage_soft_bytes: None,
+            disk_usage_hard_bytes: None,
             create_if_missing: true,
             clock: Arc::new(SystemClock),
             fs: Arc::new(RealFs),
@@ -138,12 +162,22 @@ impl fmt::Debug for Options {
             .field("default_queue_count", &self.default_queue_count)
             .field("topic_queue_counts", &self.topic_queue_counts)
             .field("delay_levels", &self.delay_levels)
+            .field("delay_ms_max", &self.delay_ms_max)
+            .field("retention_ms", &self.retention_ms)
+            .field("disk_usage_soft_bytes", &self.disk_usage_soft_bytes)
+            .field("disk_usage_hard_bytes", &self.disk_usage_hard_bytes)
             .field("create_if_missing", &self.create_if_missing)
             .field("clock", &self.clock)
             .field("fs", &self.fs)
             .finish()
     }
 }
+
+/// Default of [`Options::delay_ms_max`]: 400 days.
+pub const DELAY_MS_MAX_DEFAULT: u64 = 400 * 24 * 3600 * 1000;
+/// Upper bound of [`Options::delay_ms_max`]: 10 years (well inside the timer wheel's horizon,
+/// [`crate::timer::TIMER_HORIZON_MS`]).
+pub const DELAY_MS_MAX_LIMIT: u64 = 3650 * 24 * 3600 * 1000;
 
 fn check(ok: bool, name: &'static str, reason: impl FnOnce() -> String) -> Result<()> {
     if ok {
@@ -228,6 +262,18 @@ impl Options {
         }
         if let Some(table) = &self.delay_levels {
             crate::delay_levels::parse_delay_levels(table)?;
+        }
+        check_range("delay_ms_max", self.delay_ms_max, 1, DELAY_MS_MAX_LIMIT)?;
+        if let Some(retention_ms) = self.retention_ms {
+            check_range("retention_ms", retention_ms, 1_000, DELAY_MS_MAX_LIMIT)?;
+        }
+        let two_segments = self.segment_bytes.saturating_mul(2);
+        if let Some(soft) = self.disk_usage_soft_bytes {
+            check_range("disk_usage_soft_bytes", soft, two_segments, u64::MAX)?;
+        }
+        if let Some(hard) = self.disk_usage_hard_bytes {
+            let floor = self.disk_usage_soft_bytes.unwrap_or(0).max(two_segments);
+            check_range("disk_usage_hard_bytes", hard, floor, u64::MAX)?;
         }
         Ok(())
     }

@@ -25,7 +25,8 @@ use crate::commit_log::record::{
 use crate::commit_log::segment::Segment;
 use crate::commit_log::{CommitLog, COMMIT_LOG_DIR};
 use crate::consume_queue::{ConsumeQueue, ConsumeQueues, QueueKey};
-use crate::dispatch::{dispatch_range, dispatch_target, DispatchProgress, LevelCursors};
+use crate::decisions::Decisions;
+use crate::dispatch::{dispatch_range, dispatch_target, DeliveryCursors, DispatchProgress};
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{create_dir_synced, FileSystem, OpenMode};
 use crate::naming::parse_offset_file_name;
@@ -115,6 +116,8 @@ pub struct Recovered {
     pub log: CommitLog,
     /// Every consume queue, agreeing with the log.
     pub queues: ConsumeQueues,
+    /// The decision columns, holding every decision recorded in the log.
+    pub decisions: Decisions,
     /// Dispatch progress (at the log end).
     pub progress: DispatchProgress,
     /// What happened.
@@ -264,6 +267,7 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
     )?;
 
     // Consume queues: truncate to the checkpointed counts, rebuild the damaged ones.
+    let decisions = Decisions::new(config.fs.clone(), &config.dir);
     let queues = ConsumeQueues::new(
         fs.clone(),
         &config.dir,
@@ -307,18 +311,18 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         queues.insert(&key, queue);
     }
 
-    let cursors = LevelCursors::from_list(
-        &checkpoint
-            .as_ref()
-            .map(|c| c.level_cursors.clone())
-            .unwrap_or_default(),
-    );
+    let (cursor_list, segment_refs) = checkpoint
+        .as_ref()
+        .map(|c| (c.cursors.clone(), c.segment_refs.clone()))
+        .unwrap_or_default();
+    let cursors = DeliveryCursors::from_lists(&cursor_list, &segment_refs);
     let mut entries_replayed = 0;
     if !queues_rebuilt.is_empty() {
         let only: HashSet<QueueKey> = queues_rebuilt.iter().cloned().collect();
         entries_replayed += dispatch_range(
             &log,
             &queues,
+            &decisions,
             &cursors,
             rebuild_from,
             scan_from,
@@ -326,9 +330,10 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
         )?
         .entries;
     }
-    let replay = dispatch_range(&log, &queues, &cursors, scan_from, end, None)?;
+    let replay = dispatch_range(&log, &queues, &decisions, &cursors, scan_from, end, None)?;
     entries_replayed += replay.entries;
     queues.sync_all()?;
+    decisions.sync_all()?;
 
     let last_record = replay
         .last_record_offset
@@ -339,6 +344,7 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
     Ok(Recovered {
         log,
         queues,
+        decisions,
         progress,
         report: RecoveryReport {
             checkpoint: checkpoint_use,
@@ -532,7 +538,11 @@ fn read_valid(
                 return Err(DecodeError::BadLength { length: total });
             }
         }
-        RecordKind::Message | RecordKind::Delivery => {
+        RecordKind::Message
+        | RecordKind::Delivery
+        | RecordKind::Hop
+        | RecordKind::Cancel
+        | RecordKind::Discard => {
             decode_record(&buf, pos)?;
         }
     }
@@ -551,8 +561,8 @@ fn read_bytes(segment: &Segment, at: u64, buf: &mut [u8]) -> std::result::Result
 
 /// How many leading entries of `queue` can be trusted, at most `count`. Entries below the
 /// checkpointed count were synced before the checkpoint, so they are intact unless files are
-/// missing or damaged: the files must start at entry 0 (there is no retention of queue files
-/// yet) and be contiguous, and the last entry must match its record. Otherwise the longest
+/// missing or damaged: the files must be contiguous from the first one retention kept, and the
+/// last entry must match its record. Otherwise the longest
 /// matching prefix before the first gap is found by binary search (an entry matches only if its
 /// record names this queue and this index, so matching entries form a prefix); damage inside a
 /// file that leaves the last entry intact is outside the fault model and is reported by reads
@@ -564,18 +574,21 @@ fn good_prefix(
     count: u64,
     limit: u64,
 ) -> u64 {
-    if count == 0 {
+    // Queue files go only after retention deleted log segments: a queue that starts later in
+    // a log that still starts at 0 lost its first files, and is rebuilt.
+    let min = queue.min_entry();
+    if min > 0 && log.start_offset() == 0 {
         return 0;
     }
-    if queue.min_entry() != 0 {
-        return 0;
+    if count <= min {
+        return count.min(min);
     }
     let contiguous = queue.contiguous_end().min(count);
     let matches = |index: u64| entry_matches(log, queue, key, index, limit);
     if contiguous == count && matches(count - 1) {
         return count;
     }
-    let (mut lo, mut hi) = (0, contiguous);
+    let (mut lo, mut hi) = (min, contiguous.max(min));
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if matches(mid) {
@@ -599,6 +612,10 @@ fn entry_matches(
     let Ok(entry) = queue.get(index) else {
         return false;
     };
+    if entry.log_offset < log.start_offset() {
+        // Its record was deleted by retention: nothing to check it against.
+        return true;
+    }
     if entry
         .log_offset
         .saturating_add(u64::from(entry.record_bytes))

@@ -675,3 +675,44 @@ fn sigkill_during_delayed_puts_loses_and_duplicates_nothing() {
         "id or due time differs from the ack: {wrong_id:#?}"
     );
 }
+
+#[test]
+fn put_takes_arbitrary_delays_and_cancel_prints_one_outcome_each() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), "1s");
+    let far = wall_ms() + 3_600_000;
+    let input = format!(
+        "{{\"topic\":\"orders\",\"body\":\"close 1\",\"delay_ms\":600000}}\n\
+         {{\"topic\":\"orders\",\"body\":\"close 2\",\"deliver_at_ms\":{far}}}\n\
+         {{\"topic\":\"orders\",\"body\":\"now\"}}\n"
+    );
+    let out = run_ok(dir.path(), &["put"], Some(&input));
+    assert_eq!(out.stdout.len(), 3, "{out:?}");
+    let ids: Vec<String> = out
+        .stdout
+        .iter()
+        .map(|ack| check_ack(ack, "orders"))
+        .collect();
+    assert_eq!(out.stdout[1]["due_ms"], json!(far));
+    let out = run_ok(
+        dir.path(),
+        &["cancel", &ids[0], &ids[1], &ids[2], "00000000000fffff"],
+        None,
+    );
+    let outcomes: Vec<(&str, &str)> = out
+        .stdout
+        .iter()
+        .map(|line| (str_of(&line["id"]), str_of(&line["outcome"])))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (ids[0].as_str(), "cancelled"),
+            (ids[1].as_str(), "cancelled"),
+            (ids[2].as_str(), "already_delivered"),
+            ("00000000000fffff", "not_found"),
+        ]
+    );
+    let bad = run(dir.path(), &["cancel", "not-an-id"], None);
+    assert_eq!(bad.code, Some(1), "{bad:?}");
+}

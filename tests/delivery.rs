@@ -9,7 +9,6 @@ mod common;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,17 +16,13 @@ use std::time::{Duration, Instant};
 use delaystore::{
     Clock, Error, ManualClock, Message, MessageId, Options, PutReceipt, Store, StoredMessage,
 };
-use support::Rng;
+use support::{eventually, Rng, Tail, QUIET, WAIT};
 
 /// Start of every manual clock.
 const T0: u64 = 1_700_000_000_000;
 /// The delay table of these tests, and its delays in ms.
 const TABLE: &str = "1s 5s 10s";
 const DELAYS: [u64; 3] = [1_000, 5_000, 10_000];
-/// Longest real time to wait for something that must arrive.
-const WAIT: Duration = Duration::from_secs(10);
-/// Real time given to the delivery thread before checking that nothing arrived.
-const QUIET: Duration = Duration::from_millis(100);
 
 fn options(clock: &ManualClock) -> Options {
     Options {
@@ -73,88 +68,6 @@ fn duplicates(messages: &[StoredMessage]) -> BTreeMap<MessageId, usize> {
     }
     counts.retain(|_, count| *count > 1);
     counts
-}
-
-/// Polls `probe` until it returns `want` (bounded by [`WAIT`]); returns the last value.
-fn eventually<T: PartialEq + Debug>(mut probe: impl FnMut() -> T, want: &T) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = probe();
-        if got == *want || Instant::now() >= deadline {
-            return got;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Follows every queue of one topic from offset 0, keeping what it pulled.
-struct Tail {
-    topic: String,
-    next: Vec<u64>,
-    got: Vec<StoredMessage>,
-}
-
-impl Tail {
-    fn new(store: &Store, topic: &str) -> Self {
-        let queues = store.queue_count(topic).unwrap();
-        Tail {
-            topic: topic.into(),
-            next: vec![0; queues as usize],
-            got: Vec::new(),
-        }
-    }
-
-    /// Pulls whatever is visible now; checks each queue's offsets follow on without gaps.
-    fn poll(&mut self, store: &Store) -> usize {
-        let before = self.got.len();
-        for (queue, next) in (0u32..).zip(self.next.iter_mut()) {
-            loop {
-                let batch = store.pull(&self.topic, queue, *next, 1000).unwrap();
-                if batch.is_empty() {
-                    break;
-                }
-                for message in batch {
-                    assert_eq!(
-                        message.queue_offset, *next,
-                        "{}/{queue}: offsets not contiguous",
-                        self.topic
-                    );
-                    *next += 1;
-                    self.got.push(message);
-                }
-            }
-        }
-        self.got.len() - before
-    }
-
-    /// Waits (at most [`WAIT`]) until at least `count` messages were pulled; returns the count.
-    fn wait_for(&mut self, store: &Store, count: usize) -> usize {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let token = store.visibility_token();
-            self.poll(store);
-            let now = Instant::now();
-            if self.got.len() >= count || now >= deadline {
-                return self.got.len();
-            }
-            store.wait_for_entries(token, (deadline - now).min(Duration::from_millis(20)));
-        }
-    }
-
-    /// Leaves the delivery thread [`QUIET`] of real time, then pulls; returns the count.
-    fn settle(&mut self, store: &Store) -> usize {
-        thread::sleep(QUIET);
-        self.poll(store);
-        self.got.len()
-    }
-
-    fn find(&self, id: MessageId) -> Option<&StoredMessage> {
-        self.got.iter().find(|m| m.id == id)
-    }
-
-    fn ids(&self) -> Vec<MessageId> {
-        self.got.iter().map(|m| m.id).collect()
-    }
 }
 
 #[test]

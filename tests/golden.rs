@@ -1,6 +1,8 @@
-//! Golden fixtures (STYLE.md habit 9): small store images of today's format, committed under
-//! `tests/fixtures/v1/`, that today's code must read, plus corrupt variants with the outcome
-//! each must have. Each image directory holds the store (`store/`) and `manifest.json`: every
+//! Golden fixtures (STYLE.md habit 9): small store images of today's format (v2), committed
+//! under `tests/fixtures/v2/`, that today's code must read, plus corrupt variants with the
+//! outcome each must have. The v1 images of the previous format stay under `tests/fixtures/v1/`:
+//! today's code must refuse each of them cleanly (`Error::UnsupportedVersion` from `meta`) and
+//! leave every byte of it as it was. Each image directory holds the store (`store/`) and `manifest.json`: every
 //! message put (id, topic, queue, key, properties, body, due time), the clock when the image
 //! was made, and what was damaged.
 //!
@@ -12,6 +14,7 @@
 //! | `bad_record_crc` | `clean` with one byte of a record's body flipped | open; `pull` of that message fails with `Error::Corruption`, every other message reads |
 //! | `bad_checkpoint` | `crashed` with one byte of the checkpoint flipped | reject the checkpoint, scan the whole log, return every message |
 //! | `missing_queue_file` | `clean` without the first file of a topic queue | rebuild that queue from the log, return every message |
+//! | `timers_in_flight` | `clean` reopened, arbitrary delays (1.5 s to 9 min) put, the clock moved so that some hopped down the timer wheel and some were delivered, one cancelled, then a process crash | deliver every timer message at or after its due time once the clock passes it, never the cancelled one, and answer its cancel again with `Cancelled` |
 //!
 //! The images are made by the ignored test `regenerate_golden_fixtures` in this file, on the
 //! simulated file system with a manual clock (so they come out the same every time):
@@ -19,6 +22,8 @@
 //! ```text
 //! cargo test --release --test golden -- --ignored regenerate_golden_fixtures
 //! ```
+//!
+//! It writes `v2/` only; the `v1/` images were made by the v1 build of the same test.
 //!
 //! A format change that today's code can no longer read shows up here first: either the new
 //! code keeps reading these images (and new ones are added as `v2/`), or the version is bumped
@@ -34,12 +39,14 @@ use delaystore::commit_log::record::{decode_header, HEADER_BYTES};
 use delaystore::io::{FileSystem, RealFs, SimFs};
 use delaystore::naming::parse_offset_file_name;
 use delaystore::recovery::CheckpointUse;
-use delaystore::{Error, ManualClock, Message, Options, Store, StoredMessage};
+use delaystore::{
+    CancelOutcome, Error, ManualClock, Message, MessageId, Options, Store, StoredMessage,
+};
 use serde_json::{json, Value};
 
 const SIM_DIR: &str = "/store";
 const BASE_MS: u64 = 1_750_000_000_000;
-const IMAGES: [&str; 6] = [
+const V1_IMAGES: [&str; 6] = [
     "clean",
     "crashed",
     "torn_tail",
@@ -47,9 +54,26 @@ const IMAGES: [&str; 6] = [
     "bad_checkpoint",
     "missing_queue_file",
 ];
+const IMAGES: [&str; 7] = [
+    "clean",
+    "crashed",
+    "torn_tail",
+    "bad_record_crc",
+    "bad_checkpoint",
+    "missing_queue_file",
+    "timers_in_flight",
+];
+/// The format the generator writes and the reader tests read.
+const VERSION: &str = "v2";
+
+fn fixtures_of(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(version)
+}
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+    fixtures_of(VERSION)
 }
 
 fn options(fs: Arc<dyn FileSystem>, clock: &ManualClock) -> Options {
@@ -131,7 +155,7 @@ fn write_image(name: &str, fs: &SimFs, manifest: &[Value], now_ms: u64, damage: 
         std::fs::remove_file(lock).unwrap();
     }
     let manifest = json!({
-        "format": "delaystore store image, format v1 (meta, checkpoint, offsets version 1; record magic DSR1)",
+        "format": "delaystore store image, format v2 (meta and checkpoint version 2)",
         "regenerate": "cargo test --release --test golden -- --ignored regenerate_golden_fixtures",
         "now_ms": now_ms,
         "damage": damage,
@@ -176,7 +200,7 @@ fn patch(fs: &SimFs, path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
 }
 
 #[test]
-#[ignore = "writes tests/fixtures/v1: run it on purpose to regenerate the golden images"]
+#[ignore = "writes tests/fixtures/v2: run it on purpose to regenerate the golden images"]
 fn regenerate_golden_fixtures() {
     // clean
     let fs = SimFs::new();
@@ -271,6 +295,52 @@ fn regenerate_golden_fixtures() {
         crashed_ms,
         json!({"torn_log_offset": torn_id}),
     );
+
+    // timers_in_flight: from the crashed image, arbitrary delays in every tier up to 3, some
+    // hopping, some delivered, one cancelled, then a crash.
+    let fs = fs.process_crash();
+    let clock = ManualClock::new(crashed_ms);
+    let store = Store::open(SIM_DIR, options(Arc::new(fs.clone()), &clock)).unwrap();
+    let mut timers = Vec::new();
+    for (i, delay_ms) in [
+        1_500u64, 2_750, 40_000, 95_321, 300_007, 540_000, 33, 70_000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let message = Message::new(["orders", "audit"][i % 2], format!("timer-{i}-{delay_ms}"))
+            .with_key(format!("timer-key-{i}"))
+            .with_delay_ms(delay_ms);
+        put(&store, &mut timers, message);
+    }
+    settle(&store, crashed_ms);
+    let cancelled = timers[4]["id"].as_u64().unwrap();
+    assert_eq!(
+        store.cancel(MessageId(cancelled)).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    // In steps, so the wheel hops messages down its tiers.
+    let mut now_ms = crashed_ms;
+    for _ in 0..6 {
+        clock.advance_ms(700);
+        now_ms += 700;
+        settle(&store, now_ms);
+    }
+    store.flush().unwrap();
+    assert!(
+        store.stats().next_due_ms.is_some(),
+        "the image must hold timer messages in flight"
+    );
+    store.simulate_crash();
+    let fs = fs.process_crash();
+    manifest.extend(timers);
+    write_image(
+        "timers_in_flight",
+        &fs,
+        &manifest,
+        now_ms,
+        json!({"cancelled_id": cancelled, "open_after_ms": 600_000}),
+    );
 }
 
 // ---- Reader ----
@@ -298,7 +368,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn fixture(name: &str) -> Fixture {
     let root = fixtures().join(name);
     let manifest: Value = serde_json::from_slice(&std::fs::read(root.join("manifest.json")).unwrap_or_else(|e| {
-        panic!("tests/fixtures/v1/{name}/manifest.json: {e} (regenerate with the command in tests/golden.rs)")
+        panic!("tests/fixtures/{VERSION}/{name}/manifest.json: {e} (regenerate with the command in tests/golden.rs)")
     }))
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -310,10 +380,13 @@ fn fixture(name: &str) -> Fixture {
     }
 }
 
-/// Opens a fixture on the real file system with its clock moved 10 s on (every delayed message
-/// is then due and delivered).
+/// Opens a fixture on the real file system with its clock moved 10 s on, or by the manifest's
+/// `open_after_ms` (every delayed message is then due and delivered).
 fn open(fixture: &Fixture) -> (Store, u64) {
-    let now_ms = fixture.manifest["now_ms"].as_u64().unwrap() + 10_000;
+    let after_ms = fixture.manifest["damage"]["open_after_ms"]
+        .as_u64()
+        .unwrap_or(10_000);
+    let now_ms = fixture.manifest["now_ms"].as_u64().unwrap() + after_ms;
     let clock = ManualClock::new(now_ms);
     let store = Store::open(&fixture.store_dir, options(Arc::new(RealFs), &clock)).unwrap();
     settle(&store, now_ms);
@@ -480,11 +553,94 @@ fn golden_missing_queue_file_is_rebuilt() {
 }
 
 #[test]
+fn golden_timers_in_flight_are_delivered_on_time_and_the_cancel_holds() {
+    let f = fixture("timers_in_flight");
+    let cancelled = f.manifest["damage"]["cancelled_id"].as_u64().unwrap();
+    // First at the image's own time: nothing delivered early, the cancel still answers.
+    let image_ms = f.manifest["now_ms"].as_u64().unwrap();
+    let clock = ManualClock::new(image_ms);
+    let store = Store::open(&f.store_dir, options(Arc::new(RealFs), &clock)).unwrap();
+    settle(&store, image_ms);
+    assert!(store.stats().next_due_ms.is_some(), "no timer in flight");
+    for topic in ["orders", "audit"] {
+        for queue in 0..2 {
+            for m in store.pull(topic, queue, 0, 10_000).unwrap() {
+                if let (Some(due), Some(at)) = (m.due_ms, m.delivered_ms) {
+                    assert!(due <= image_ms && at >= due, "{} early", m.id.0);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        store.cancel(MessageId(cancelled)).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    store.close().unwrap();
+    // Then past every due time: all delivered, never the cancelled one.
+    let (store, _) = open(&f);
+    assert_eq!(store.stats().next_due_ms, None);
+    check_messages(&store, &f.manifest, &[cancelled], &[]);
+    assert_eq!(
+        store.cancel(MessageId(cancelled)).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    store.close().unwrap();
+}
+
+#[test]
+fn golden_v1_images_are_refused_and_left_unchanged() {
+    for name in V1_IMAGES {
+        let root = fixtures_of("v1").join(name);
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        copy_dir(&root.join("store"), &store_dir);
+        let before = snapshot(&store_dir);
+        let clock = ManualClock::new(BASE_MS);
+        match Store::open(&store_dir, options(Arc::new(RealFs), &clock)) {
+            Err(Error::UnsupportedVersion {
+                file,
+                found,
+                supported,
+            }) => {
+                assert_eq!(file.file_name().and_then(|n| n.to_str()), Some("meta"));
+                assert_eq!((found, supported), (1, 2), "{name}");
+            }
+            Err(err) => panic!("v1/{name}: expected UnsupportedVersion, got {err}"),
+            Ok(_) => panic!("v1/{name}: a v1 store was opened"),
+        }
+        let mut after = snapshot(&store_dir);
+        // The lock file an open attempt may leave is not part of the image.
+        after.remove(Path::new("LOCK"));
+        assert_eq!(before, after, "v1/{name}: the refused store was changed");
+    }
+}
+
+/// Every file of a directory tree (relative path -> bytes).
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(root).unwrap().to_path_buf();
+                out.insert(relative, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
 fn golden_images_are_all_present() {
-    for name in IMAGES {
-        assert!(
-            fixtures().join(name).join("manifest.json").exists(),
-            "tests/fixtures/v1/{name} is missing: regenerate with the command in tests/golden.rs"
-        );
+    for (version, names) in [("v1", &V1_IMAGES[..]), (VERSION, &IMAGES[..])] {
+        for name in names {
+            assert!(
+                fixtures_of(version).join(name).join("manifest.json").exists(),
+                "tests/fixtures/{version}/{name} is missing: regenerate with the command in tests/golden.rs"
+            );
+        }
     }
 }

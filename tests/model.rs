@@ -267,18 +267,12 @@ impl Harness {
                         self.mark_all_durable();
                     }
                     Err(err) => {
-                        if !self.store().stats().poisoned {
-                            // Known gap: a failed directory sync while a segment is created
-                            // fails the put without poisoning the store, and every later
-                            // roll fails ("File exists") until a reopen (docs/testing.md §8).
-                            eprintln!("model: a put failed without poisoning the store: {err}");
-                            self.unpoisoned_failures += 1;
-                            self.maybe = Some(message);
-                            self.store.take().unwrap().simulate_crash();
-                            self.fs = self.fs.process_crash();
-                            self.reopen_after_crash(false);
-                            return;
-                        }
+                        // A failed sync (of the log, or of the directory while a segment
+                        // is created) poisons the store; nothing else fails a put here.
+                        assert!(
+                            self.store().stats().poisoned,
+                            "a put failed without poisoning the store: {err}"
+                        );
                         self.maybe = Some(message);
                     }
                 }

@@ -147,7 +147,11 @@ fn build(crashed: bool) -> Image {
                     let origin = OriginRef::decode(record.body).unwrap();
                     delivered_by.insert(origin.log_offset, base + end as u64);
                 }
-                RecordKind::Message | RecordKind::Filler => {}
+                RecordKind::Message
+                | RecordKind::Filler
+                | RecordKind::Hop
+                | RecordKind::Cancel
+                | RecordKind::Discard => {}
             }
             at = end;
         }

@@ -22,3 +22,12 @@ pub fn summarize(values: &[f64]) -> Summary {
         max: sorted.last().copied().unwrap_or(0.0),
     }
 }
+
+/// Nearest-rank percentile (`q` in 0..=1) of sorted values (0 when empty).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}

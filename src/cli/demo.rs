@@ -1,19 +1,23 @@
 //! `delaystore demo`: the order-timeout scenario on an embedded store.
 //!
-//! Orders are created at an even pace; each puts a delayed "close order" message. A share of
-//! the orders is paid at a random moment before its deadline. A closer consumer receives every
-//! close message when it falls due and closes the order only if it is still unpaid. The demo
-//! checks what matters: no paid order closed, no order closed early, no unpaid order missed,
-//! no message delivered twice; and measures how late the closes are.
+//! Orders are created at an even pace; each puts a "close order" message delayed by
+//! `--delay-ms` (an arbitrary delay, ms precision). A share of the orders is paid at a random
+//! moment before its deadline, and the payment cancels the close message. A closer consumer
+//! receives every close message that falls due and closes the order only if it is still unpaid
+//! (a cancel that lost the race to delivery answers `AlreadyDelivered`, and the closer then
+//! sees the order paid). The demo checks what matters: no paid order closed, no order closed
+//! early, no unpaid order missed, no message delivered twice, no cancelled message delivered;
+//! and measures how late the closes are.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use delaystore::delay_levels::format_delay_levels;
 use delaystore::seeded::SeededRng;
-use delaystore::{Clock, Error, Message, Options, Store, SyncMode, SystemClock};
+use delaystore::{
+    CancelOutcome, Clock, Error, Message, MessageId, Options, Store, SyncMode, SystemClock,
+};
 
 use super::emit;
 
@@ -22,6 +26,8 @@ const UNPAID: u8 = 0;
 const PAID: u8 = 1;
 const CLOSED: u8 = 2;
 const PRODUCERS: u64 = 4;
+/// An order whose close message is not put yet.
+const NO_ID: u64 = u64::MAX;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -48,6 +54,12 @@ pub struct DemoArgs {
 struct Orders {
     state: Vec<AtomicU8>,
     deliveries: Vec<AtomicU64>,
+    /// The close message's id, once put.
+    ids: Vec<AtomicU64>,
+    /// Whether the payment's cancel answered `Cancelled`.
+    cancelled: Vec<AtomicU8>,
+    /// How many cancels answered `Cancelled`.
+    cancelled_total: AtomicU64,
 }
 
 #[derive(Default)]
@@ -57,6 +69,7 @@ struct CloserReport {
     skipped_paid: u64,
     wrongly_closed: u64,
     duplicates: u64,
+    delivered_after_cancel: u64,
     store_lateness_ms: Vec<u64>,
     observed_lateness_ms: Vec<u64>,
     first_delivered_ms: u64,
@@ -76,7 +89,6 @@ pub fn run(args: &DemoArgs) -> Result<i32, Error> {
         source: e,
     })?;
     let options = Options {
-        delay_levels: Some(format_delay_levels(&[args.delay_ms])),
         // Default options but 64 MiB segments: the demo writes ~20 MB, and every segment is
         // zero-filled on creation.
         segment_bytes: 64 * 1024 * 1024,
@@ -91,6 +103,9 @@ pub fn run(args: &DemoArgs) -> Result<i32, Error> {
     let orders = Arc::new(Orders {
         state: (0..args.orders).map(|_| AtomicU8::new(UNPAID)).collect(),
         deliveries: (0..args.orders).map(|_| AtomicU64::new(0)).collect(),
+        ids: (0..args.orders).map(|_| AtomicU64::new(NO_ID)).collect(),
+        cancelled: (0..args.orders).map(|_| AtomicU8::new(0)).collect(),
+        cancelled_total: AtomicU64::new(0),
     });
     eprintln!(
         "demo: {} orders over {} ms, close after {} ms, {:.0}% paid; store in {}",
@@ -117,37 +132,58 @@ pub fn run(args: &DemoArgs) -> Result<i32, Error> {
     let put_nanos = Arc::new(AtomicU64::new(0));
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|p| {
-            let (store, put_nanos) = (store.clone(), put_nanos.clone());
-            let (count, window) = (args.orders, args.create_ms);
+            let (store, put_nanos, orders) = (store.clone(), put_nanos.clone(), orders.clone());
+            let (count, window, delay_ms) = (args.orders, args.create_ms, args.delay_ms);
             std::thread::spawn(move || -> Result<(), Error> {
                 for order in (p..count).step_by(PRODUCERS as usize) {
                     sleep_until(started, order * window / count);
                     let message = Message::new(TOPIC, order.to_string())
                         .with_key(format!("order-{order}"))
-                        .with_delay_level(1);
+                        .with_delay_ms(delay_ms);
                     let t = Instant::now();
-                    store.put(&message)?;
+                    let receipt = store.put(&message)?;
                     put_nanos.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    if let Some(id) = orders.ids.get(order as usize) {
+                        id.store(receipt.id.0, Ordering::SeqCst);
+                    }
                 }
                 Ok(())
             })
         })
         .collect();
     let payer = {
-        let orders = orders.clone();
-        std::thread::spawn(move || {
+        let (orders, store) = (orders.clone(), store.clone());
+        std::thread::spawn(move || -> Result<u64, Error> {
             let mut late = 0u64;
             for (at_ms, order) in payments {
                 sleep_until(started, at_ms);
-                let slot = orders.state.get(order as usize);
-                if slot.is_some_and(|s| {
-                    s.compare_exchange(UNPAID, PAID, Ordering::SeqCst, Ordering::SeqCst)
-                        .is_err()
-                }) {
+                let index = order as usize;
+                let (Some(state), Some(id)) = (orders.state.get(index), orders.ids.get(index))
+                else {
+                    continue;
+                };
+                if state
+                    .compare_exchange(UNPAID, PAID, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
                     late += 1;
+                    continue;
+                }
+                // The payment cancels the close message (waiting for its put if it lags).
+                let id = loop {
+                    match id.load(Ordering::SeqCst) {
+                        NO_ID => std::thread::sleep(Duration::from_millis(1)),
+                        id => break MessageId(id),
+                    }
+                };
+                if store.cancel(id)? == CancelOutcome::Cancelled {
+                    if let Some(flag) = orders.cancelled.get(index) {
+                        flag.store(1, Ordering::SeqCst);
+                    }
+                    orders.cancelled_total.fetch_add(1, Ordering::SeqCst);
                 }
             }
-            late
+            Ok(late)
         })
     };
     let deadline = Duration::from_millis(args.create_ms + args.delay_ms + 30_000);
@@ -159,7 +195,13 @@ pub fn run(args: &DemoArgs) -> Result<i32, Error> {
             Err(_) => super::report_error("a producer thread panicked", None),
         }
     }
-    let paid_late = payer.join().unwrap_or(0);
+    let paid_late = match payer.join() {
+        Ok(result) => result?,
+        Err(_) => {
+            super::report_error("the payer thread panicked", None);
+            0
+        }
+    };
     if let Some(store) = Arc::into_inner(store) {
         store.close()?;
     }
@@ -174,10 +216,12 @@ pub fn run(args: &DemoArgs) -> Result<i32, Error> {
         .iter()
         .filter(|s| s.load(Ordering::SeqCst) == UNPAID)
         .count() as u64;
+    let cancelled = orders.cancelled_total.load(Ordering::SeqCst);
     let never_delivered = orders
         .deliveries
         .iter()
-        .filter(|d| d.load(Ordering::SeqCst) == 0)
+        .zip(&orders.cancelled)
+        .filter(|(d, c)| d.load(Ordering::SeqCst) == 0 && c.load(Ordering::SeqCst) == 0)
         .count() as u64;
     let put_secs = put_nanos.load(Ordering::Relaxed) as f64 / 1e9;
     let delivery_span_ms = report
@@ -186,11 +230,16 @@ pub fn run(args: &DemoArgs) -> Result<i32, Error> {
         .max(1);
     let mut store_lateness = report.store_lateness_ms.clone();
     let mut observed = report.observed_lateness_ms.clone();
-    let ok =
-        report.wrongly_closed == 0 && missed == 0 && report.duplicates == 0 && never_delivered == 0;
+    let ok = report.wrongly_closed == 0
+        && missed == 0
+        && report.duplicates == 0
+        && never_delivered == 0
+        && report.delivered_after_cancel == 0;
     let summary = serde_json::json!({
         "created": args.orders,
         "paid": paid,
+        "cancelled": cancelled,
+        "delivered_after_cancel": report.delivered_after_cancel,
         "closed": report.closed,
         "wrongly_closed": report.wrongly_closed,
         "missed": missed,
@@ -205,10 +254,12 @@ pub fn run(args: &DemoArgs) -> Result<i32, Error> {
         "ok": ok,
     });
     eprintln!(
-        "created {} | paid {} | closed {} | wrongly closed {} | missed {} | duplicates {}\n\
+        "created {} | paid {} (close message cancelled: {}) | closed {} | wrongly closed {} | \
+         missed {} | duplicates {}\n\
          lateness (delivered - due) p50/p99/max ms: {} | observed by the closer: {}",
         args.orders,
         paid,
+        cancelled,
         report.closed,
         report.wrongly_closed,
         missed,
@@ -234,7 +285,10 @@ fn close_orders(
         first_delivered_ms: u64::MAX,
         ..CloserReport::default()
     };
-    while report.received < expected && started.elapsed() < deadline {
+    // Every close message arrives except those whose cancel answered `Cancelled`.
+    while report.received + orders.cancelled_total.load(Ordering::SeqCst) < expected
+        && started.elapsed() < deadline
+    {
         let token = store.visibility_token();
         let mut got_any = false;
         for (queue, offset) in (0..queues).zip(next.iter_mut()) {
@@ -254,11 +308,16 @@ fn close_orders(
                 let order: usize = String::from_utf8_lossy(&message.body)
                     .parse()
                     .unwrap_or(usize::MAX);
-                let (Some(state), Some(count)) =
-                    (orders.state.get(order), orders.deliveries.get(order))
-                else {
+                let (Some(state), Some(count), Some(cancelled)) = (
+                    orders.state.get(order),
+                    orders.deliveries.get(order),
+                    orders.cancelled.get(order),
+                ) else {
                     continue;
                 };
+                if cancelled.load(Ordering::SeqCst) != 0 {
+                    report.delivered_after_cancel += 1;
+                }
                 if count.fetch_add(1, Ordering::SeqCst) > 0 {
                     report.duplicates += 1;
                     continue;

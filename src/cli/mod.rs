@@ -1,10 +1,17 @@
 //! Command-line parsing and the shared conventions: `--dir`, JSON lines on stdout, errors as
 //! one JSON object on stderr with a non-zero exit code.
 
+mod cancel;
 mod consume;
 mod demo;
+mod dump;
+mod inspect;
+mod progress;
 mod put;
+mod recover;
+mod replay;
 mod stats;
+mod verify;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,12 +52,29 @@ enum Command {
     },
     /// Puts messages: JSON lines from stdin, or generated with --count.
     Put(put::PutArgs),
+    /// Cancels delayed messages by id: one line `{"id", "outcome"}` each.
+    Cancel(cancel::CancelArgs),
     /// Prints a topic's messages for a consumer group, committing its offsets as it goes.
     Consume(consume::ConsumeArgs),
     /// Prints the store's state as one JSON object.
     Stats,
     /// Runs the order-timeout scenario on an embedded store in a temporary directory.
     Demo(demo::DemoArgs),
+    /// Checks the whole store without changing it: one JSON line per problem, then a summary.
+    /// Exit 0: no error; 1: errors found; 2: could not run (no store, held by a live process).
+    Verify(verify::VerifyArgs),
+    /// Runs recovery explicitly and prints what it did (records dropped, bytes cut, queues
+    /// truncated or rebuilt, checkpoint fallback); --dry-run prints the plan, changing nothing.
+    Recover(recover::RecoverArgs),
+    /// Prints records as JSON lines, selected by topic, queue, offsets, time, id, delay state.
+    /// Read-only.
+    Dump(dump::DumpArgs),
+    /// Re-posts chosen messages into a target topic/queue with an idempotency key (a second
+    /// run posts nothing); or exports them as JSON lines; --dry-run lists them.
+    Replay(replay::ReplayArgs),
+    /// Prints what the store holds, from its files, without opening it: segments, queues,
+    /// pending per level, next due, consumer lag, disk usage. Read-only.
+    Inspect,
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -63,9 +87,15 @@ pub fn run() -> i32 {
             queues,
         } => init(&cli.dir, levels, segment_bytes, queues),
         Command::Put(args) => put::run(&cli.dir, &args),
+        Command::Cancel(args) => cancel::run(&cli.dir, &args),
         Command::Consume(args) => consume::run(&cli.dir, &args),
         Command::Stats => stats::run(&cli.dir),
         Command::Demo(args) => demo::run(&args),
+        Command::Verify(args) => verify::run(&cli.dir, &args),
+        Command::Recover(args) => recover::run(&cli.dir, &args),
+        Command::Dump(args) => dump::run(&cli.dir, &args),
+        Command::Replay(args) => replay::run(&cli.dir, &args),
+        Command::Inspect => inspect::run(&cli.dir),
     };
     match result {
         Ok(code) => code,
@@ -93,6 +123,26 @@ pub fn report_error(message: &str, line: Option<u64>) {
         None => serde_json::json!({ "error": message }),
     };
     eprintln!("{value}");
+}
+
+/// What a read-only command does when its lock probe failed: a store held by a live process
+/// is refused with a message saying what to do (exit 2); other errors pass through.
+pub fn refuse_live(err: Error, command: &str) -> Result<i32, Error> {
+    match err {
+        Error::Locked { dir } => {
+            report_error(
+                &format!(
+                    "{} is held by a live process (its LOCK is taken): {command} does not touch \
+                     a store in use; stop that process first (or ask it: `delaystore stats` \
+                     works on a store it opens itself)",
+                    dir.display()
+                ),
+                None,
+            );
+            Ok(EXIT_FAILED)
+        }
+        other => Err(other),
+    }
 }
 
 /// Opens an existing store with the segment size it was created with (or creates one with

@@ -29,6 +29,9 @@ pub struct PutArgs {
     /// Delay level of generated messages (0 = none).
     #[arg(long, default_value_t = 0)]
     delay_level: u8,
+    /// Arbitrary delay of generated messages, in ms (instead of a level).
+    #[arg(long, conflicts_with = "delay_level")]
+    delay_ms: Option<u64>,
     /// Producer threads for generated messages.
     #[arg(long, default_value_t = 1)]
     producers: u32,
@@ -43,6 +46,10 @@ struct PutLine {
     key: Option<String>,
     queue: Option<u32>,
     delay_level: Option<u8>,
+    /// An arbitrary delay in ms.
+    delay_ms: Option<u64>,
+    /// An absolute due time, ms since the epoch.
+    deliver_at_ms: Option<u64>,
     #[serde(default)]
     properties: std::collections::BTreeMap<String, String>,
 }
@@ -56,6 +63,8 @@ impl PutLine {
             properties: self.properties.into_iter().collect(),
             body: self.body.into_bytes(),
             delay_level: self.delay_level.unwrap_or(0),
+            delay_ms: self.delay_ms,
+            deliver_at_ms: self.deliver_at_ms,
         }
     }
 }
@@ -128,8 +137,9 @@ fn generate(
     let handles: Vec<_> = (0..producers)
         .map(|p| {
             let store = store.clone();
-            let message =
+            let mut message =
                 Message::new(args.topic.clone(), body.clone()).with_delay_level(args.delay_level);
+            message.delay_ms = args.delay_ms;
             let share = count / producers + u64::from(p < count % producers);
             std::thread::spawn(move || -> Result<(), Error> {
                 for _ in 0..share {

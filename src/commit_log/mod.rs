@@ -17,6 +17,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{FileSystem, OpenMode};
+use crate::naming::offset_file_name;
 use crate::options::SegmentFill;
 use crate::signal::Signal;
 use preallocate::{create_segment, Preallocator};
@@ -151,6 +152,38 @@ impl CommitLog {
         self.poisoned.load(Ordering::Acquire)
     }
 
+    /// Deletes the oldest `count` segments (never the one being written): they leave the
+    /// segment list at once (readers holding one keep its mapping until they drop it), then
+    /// their files are removed and the directory synced. Returns the new start offset.
+    pub fn retire_oldest(&self, count: usize) -> Result<u64> {
+        let retired: Vec<Arc<Segment>> = {
+            let writer = self.writer.lock();
+            let mut segments = self.segments.write();
+            let active = segments
+                .iter()
+                .position(|s| s.base_offset == writer.active.base_offset)
+                .unwrap_or(segments.len());
+            let count = count.min(active);
+            segments.drain(..count).collect()
+        };
+        for segment in &retired {
+            self.fs
+                .remove_file(&segment.path)
+                .map_err(|e| Error::io(&segment.path, e))?;
+        }
+        if !retired.is_empty() {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io(&self.dir, e))?;
+        }
+        Ok(self.start_offset())
+    }
+
+    /// Base offset of the segment holding `log_offset`, if it is still stored.
+    pub fn segment_base_for(&self, log_offset: u64) -> Option<u64> {
+        self.segment_for(log_offset).map(|s| s.base_offset)
+    }
+
     /// Snapshot of the segments.
     pub fn segments(&self) -> Vec<Arc<Segment>> {
         self.segments.read().clone()
@@ -219,6 +252,31 @@ impl CommitLog {
         writer.write_offset = base;
         self.written_end.store(base, Ordering::Release);
         failpoint!("log.roll.after_filler");
+        let next = match self.next_segment(base) {
+            Ok(next) => next,
+            Err(err) => {
+                // Creating a file that fails removes it; one left under its final name had
+                // its directory sync fail (or failed after it). A retry cannot create it
+                // again, and the directory's state is unknown after a failed sync: poison,
+                // as for any failed sync of the log (recovery reopens such an empty segment).
+                if self.fs.exists(&self.dir.join(offset_file_name(base))) {
+                    self.poison();
+                    eprintln!("delaystore: segment roll at {base} failed, log poisoned: {err}");
+                }
+                return Err(err);
+            }
+        };
+        let next = Arc::new(next);
+        self.segments.write().push(next.clone());
+        self.preallocator
+            .lock()
+            .request(next.end_offset(), self.segment_bytes);
+        writer.active = next;
+        Ok(())
+    }
+
+    /// The segment that starts at `base`: the preallocated one, or one created inline.
+    fn next_segment(&self, base: u64) -> Result<Segment> {
         let prepared = self.preallocator.lock().take(base, self.segment_bytes);
         let next = match prepared {
             Some(segment) => segment?,
@@ -234,13 +292,7 @@ impl CommitLog {
             )?,
         };
         failpoint!("log.roll.after_create");
-        let next = Arc::new(next);
-        self.segments.write().push(next.clone());
-        self.preallocator
-            .lock()
-            .request(next.end_offset(), self.segment_bytes);
-        writer.active = next;
-        Ok(())
+        Ok(next)
     }
 
     /// The segment holding `log_offset`.

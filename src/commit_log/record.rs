@@ -7,6 +7,7 @@
 
 use crc32fast::Hasher;
 
+use crate::consume_queue::TimedQueue;
 use crate::error::DecodeError;
 
 /// `DSR1`: delaystore record, format 1.
@@ -32,6 +33,15 @@ pub enum RecordKind {
     /// The delivery of a delayed message to its target queue: names its origin record (see
     /// [`OriginRef`]) instead of copying the payload.
     Delivery,
+    /// A timer hop: moves a pending message (named by an [`OriginRef`]) from one timer slot
+    /// queue to a lower tier's (see [`crate::timer`]). No topic, key, properties or payload.
+    Hop,
+    /// A cancellation: names the cancelled message with an [`OriginRef`] whose source is its
+    /// first queue (a cancel consumes no entry).
+    Cancel,
+    /// Consumes a delayed message's queue entry without delivering it (cancelled, or its
+    /// record is corrupt): names it with an [`OriginRef`].
+    Discard,
 }
 
 impl RecordKind {
@@ -40,6 +50,9 @@ impl RecordKind {
             RecordKind::Message => 1,
             RecordKind::Filler => 2,
             RecordKind::Delivery => 3,
+            RecordKind::Hop => 4,
+            RecordKind::Cancel => 5,
+            RecordKind::Discard => 6,
         }
     }
 
@@ -48,7 +61,30 @@ impl RecordKind {
             1 => Ok(RecordKind::Message),
             2 => Ok(RecordKind::Filler),
             3 => Ok(RecordKind::Delivery),
+            4 => Ok(RecordKind::Hop),
+            5 => Ok(RecordKind::Cancel),
+            6 => Ok(RecordKind::Discard),
             _ => Err(DecodeError::BadField { field: "kind" }),
+        }
+    }
+
+    /// Whether records of this kind name a user topic (the others have no topic bytes).
+    pub fn has_topic(self) -> bool {
+        match self {
+            RecordKind::Message | RecordKind::Delivery => true,
+            RecordKind::Filler | RecordKind::Hop | RecordKind::Cancel | RecordKind::Discard => {
+                false
+            }
+        }
+    }
+
+    /// The exact body length of a control record, `None` for kinds with a free-form body.
+    fn body_bytes(self) -> Option<usize> {
+        match self {
+            RecordKind::Message | RecordKind::Filler => None,
+            RecordKind::Delivery | RecordKind::Hop | RecordKind::Discard | RecordKind::Cancel => {
+                Some(ORIGIN_REF_BYTES)
+            }
         }
     }
 }
@@ -122,6 +158,8 @@ pub struct MessageFields<'a> {
 /// The fields assigned under the commit-log lock, once the record's place is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
+    /// Queue id (a hop's target timer slot is chosen from its store time).
+    pub queue_id: u32,
     /// Offset in the commit log.
     pub log_offset: u64,
     /// Store time in ms.
@@ -210,6 +248,7 @@ impl EncodedRecord {
             put_u64(header, 24, placement.store_ms);
             put_u64(header, 32, placement.due_ms);
             put_u64(header, 40, placement.queue_offset);
+            put_u32(header, 48, placement.queue_id);
             let mut crc = header_crc(header);
             crc.combine(&self.payload_crc);
             put_u32(header, CRC_AT, crc.finalize());
@@ -287,13 +326,17 @@ pub fn decode_header(buf: &[u8], log_offset: u64) -> Result<RecordHeader, Decode
         });
     }
     let total = u64::from(decoded.total_bytes);
-    if decoded.kind == RecordKind::Delivery
-        && (decoded.delay_level == 0
-            || decoded.key_bytes != 0
-            || decoded.properties_bytes != 0
-            || decoded.body_bytes as usize != ORIGIN_REF_BYTES)
-    {
-        return Err(DecodeError::BadField { field: "delivery" });
+    if let Some(body_bytes) = decoded.kind.body_bytes() {
+        let well_formed = decoded.key_bytes == 0
+            && decoded.properties_bytes == 0
+            && decoded.body_bytes as usize == body_bytes
+            && (decoded.kind.has_topic() || decoded.topic_bytes == 0)
+            && (decoded.kind == RecordKind::Delivery || decoded.delay_level == 0)
+            && (decoded.kind != RecordKind::Hop
+                || (decoded.queue_id < crate::timer::TIMER_SLOT_COUNT && decoded.due_ms > 0));
+        if !well_formed {
+            return Err(DecodeError::BadField { field: "control" });
+        }
     }
     let expected = match decoded.kind {
         RecordKind::Filler => {
@@ -306,7 +349,11 @@ pub fn decode_header(buf: &[u8], log_offset: u64) -> Result<RecordHeader, Decode
             }
             total
         }
-        RecordKind::Message | RecordKind::Delivery => message_bytes(
+        RecordKind::Message
+        | RecordKind::Delivery
+        | RecordKind::Hop
+        | RecordKind::Cancel
+        | RecordKind::Discard => message_bytes(
             usize::from(decoded.topic_bytes),
             usize::from(decoded.key_bytes),
             decoded.properties_bytes as usize,
@@ -326,50 +373,75 @@ pub fn decode_header(buf: &[u8], log_offset: u64) -> Result<RecordHeader, Decode
 pub fn checked_bytes(header: &RecordHeader) -> u64 {
     match header.kind {
         RecordKind::Filler => HEADER_BYTES as u64,
-        RecordKind::Message | RecordKind::Delivery => u64::from(header.total_bytes),
+        RecordKind::Message
+        | RecordKind::Delivery
+        | RecordKind::Hop
+        | RecordKind::Cancel
+        | RecordKind::Discard => u64::from(header.total_bytes),
     }
 }
 
 /// Bytes of an encoded [`OriginRef`].
-pub const ORIGIN_REF_BYTES: usize = 20;
+pub const ORIGIN_REF_BYTES: usize = 32;
 
-/// The body of a delivery record: where the delivered message's own record is.
+/// The body of a delivery, hop, discard or cancel record: which delayed message it moves (its origin
+/// record), where that message's decision is kept (its first timed queue and offset there),
+/// and which timed-queue entry this record consumes (the delivery dispatcher's progress is
+/// derived from these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OriginRef {
     /// Log offset of the origin record (also the message id).
     pub log_offset: u64,
     /// Length of the origin record.
     pub record_bytes: u32,
-    /// The origin's offset in its delay-level queue.
-    pub level_queue_offset: u64,
+    /// The timed queue whose entry this record consumes.
+    pub source: TimedQueue,
+    /// That entry's offset.
+    pub source_offset: u64,
+    /// The timed queue the origin was first dispatched to.
+    pub first: TimedQueue,
+    /// The origin's offset there.
+    pub first_offset: u64,
 }
 
 impl OriginRef {
-    /// Encodes as `[log_offset u64][record_bytes u32][level_queue_offset u64]`.
+    /// Encodes as `[log_offset u64][record_bytes u32][source u16][first u16][source_offset
+    /// u64][first_offset u64]`, queues by [`TimedQueue::to_id`].
     pub fn encode(&self) -> [u8; ORIGIN_REF_BYTES] {
         let mut out = [0u8; ORIGIN_REF_BYTES];
         put_u64(&mut out, 0, self.log_offset);
         put_u32(&mut out, 8, self.record_bytes);
-        put_u64(&mut out, 12, self.level_queue_offset);
+        put_u16(&mut out, 12, self.source.to_id());
+        put_u16(&mut out, 14, self.first.to_id());
+        put_u64(&mut out, 16, self.source_offset);
+        put_u64(&mut out, 24, self.first_offset);
         out
     }
 
-    /// Decodes a delivery record's body.
+    /// Decodes a delivery, hop or discard record's body.
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         if body.len() != ORIGIN_REF_BYTES {
             return Err(DecodeError::BadLength {
                 length: body.len() as u64,
             });
         }
+        let queue = |at| {
+            TimedQueue::from_id(get_u16(body, at)).ok_or(DecodeError::BadField {
+                field: "timed queue",
+            })
+        };
         Ok(OriginRef {
             log_offset: get_u64(body, 0),
             record_bytes: get_u32(body, 8),
-            level_queue_offset: get_u64(body, 12),
+            source: queue(12)?,
+            first: queue(14)?,
+            source_offset: get_u64(body, 16),
+            first_offset: get_u64(body, 24),
         })
     }
 }
 
-/// Decodes and fully validates a message or delivery record that starts at `buf[0]` and was read from
+/// Decodes and fully validates a record (other than a filler) that starts at `buf[0]` and was read from
 /// `log_offset`. `buf` must hold at least [`checked_bytes`] of the header.
 pub fn decode_record(buf: &[u8], log_offset: u64) -> Result<RecordView<'_>, DecodeError> {
     let header = decode_header(buf, log_offset)?;
@@ -384,10 +456,16 @@ pub fn decode_record(buf: &[u8], log_offset: u64) -> Result<RecordView<'_>, Deco
     let (key, rest) = split(rest, usize::from(header.key_bytes))?;
     let (properties, body) = split(rest, header.properties_bytes as usize)?;
     let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::BadField { field: "topic" })?;
-    if header.kind != RecordKind::Filler && crate::topic::topic_name_problem(topic).is_some() {
+    if header.kind.has_topic() && crate::topic::topic_name_problem(topic).is_some() {
         return Err(DecodeError::BadField { field: "topic" });
     }
     let key = std::str::from_utf8(key).map_err(|_| DecodeError::BadField { field: "key" })?;
+    match header.kind {
+        RecordKind::Delivery | RecordKind::Hop | RecordKind::Discard | RecordKind::Cancel => {
+            OriginRef::decode(body)?;
+        }
+        RecordKind::Message | RecordKind::Filler => {}
+    }
     Ok(RecordView {
         header,
         topic,

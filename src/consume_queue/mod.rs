@@ -1,8 +1,9 @@
 //! Consume queues: the per-queue indexes of the commit log, written by the dispatcher.
 //!
-//! One queue per (topic, queue id) under `consumequeue/<topic>/<queue id>/`, and one per delay
-//! level under `consumequeue/__delay/<level>/` (RocketMQ's `SCHEDULE_TOPIC_XXXX`). All are
-//! derived data: recovery truncates or rebuilds them from the commit log, the truth.
+//! One queue per (topic, queue id) under `consumequeue/<topic>/<queue id>/`, one per delay
+//! level under `consumequeue/__delay/<level>/` (RocketMQ's `SCHEDULE_TOPIC_XXXX`), and one per
+//! timer slot under `consumequeue/__timer/<slot>/` (see [`crate::timer`]). All are derived
+//! data: recovery truncates or rebuilds them from the commit log, the truth.
 
 pub mod entry;
 mod queue;
@@ -23,6 +24,49 @@ use crate::options::SegmentFill;
 pub const CONSUME_QUEUE_DIR: &str = "consumequeue";
 /// Directory (inside [`CONSUME_QUEUE_DIR`]) of the delay-level queues.
 pub const DELAY_DIR: &str = "__delay";
+/// Directory (inside [`CONSUME_QUEUE_DIR`]) of the timer slot queues.
+pub const TIMER_DIR: &str = "__timer";
+/// Entries per file of a timer slot queue: 256 slots share the wheel, so their files are
+/// smaller than a topic queue's (320 KiB each).
+pub const TIMER_FILE_ENTRIES: u64 = 16 * 1024;
+
+/// A queue the delivery dispatcher consumes in order, head first: a delay level or a timer
+/// slot. Delivery, hop and discard records name the entry they consume by this queue's id
+/// ([`TimedQueue::to_id`]) and the entry's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimedQueue {
+    /// A delay level (1-based).
+    Level(u8),
+    /// A timer slot (`0..256`: tier `slot / 32`).
+    TimerSlot(u8),
+}
+
+impl TimedQueue {
+    /// The id stored in records: `1..=255` for levels, `256..=511` for timer slots.
+    pub fn to_id(self) -> u16 {
+        match self {
+            TimedQueue::Level(level) => u16::from(level),
+            TimedQueue::TimerSlot(slot) => 256 + u16::from(slot),
+        }
+    }
+
+    /// The queue of a stored id, or `None` if no queue has it.
+    pub fn from_id(id: u16) -> Option<Self> {
+        match id {
+            1..=255 => u8::try_from(id).ok().map(TimedQueue::Level),
+            256..=511 => u8::try_from(id - 256).ok().map(TimedQueue::TimerSlot),
+            _ => None,
+        }
+    }
+
+    /// The consume queue it is.
+    pub fn queue_ref(self) -> QueueRef<'static> {
+        match self {
+            TimedQueue::Level(level) => QueueRef::DelayLevel(level),
+            TimedQueue::TimerSlot(slot) => QueueRef::TimerSlot(slot),
+        }
+    }
+}
 
 /// Names a consume queue.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,6 +80,8 @@ pub enum QueueKey {
     },
     /// The queue of a delay level (1-based).
     DelayLevel(u8),
+    /// The queue of a timer slot.
+    TimerSlot(u8),
 }
 
 /// A borrowed [`QueueKey`], for lookups on the hot path without allocating.
@@ -45,6 +91,8 @@ pub enum QueueRef<'a> {
     Topic(&'a str, u32),
     /// The queue of a delay level.
     DelayLevel(u8),
+    /// The queue of a timer slot.
+    TimerSlot(u8),
 }
 
 impl QueueRef<'_> {
@@ -56,6 +104,16 @@ impl QueueRef<'_> {
                 queue_id,
             },
             QueueRef::DelayLevel(level) => QueueKey::DelayLevel(level),
+            QueueRef::TimerSlot(slot) => QueueKey::TimerSlot(slot),
+        }
+    }
+
+    /// The timed queue it is, if it is one.
+    pub fn timed(self) -> Option<TimedQueue> {
+        match self {
+            QueueRef::Topic(..) => None,
+            QueueRef::DelayLevel(level) => Some(TimedQueue::Level(level)),
+            QueueRef::TimerSlot(slot) => Some(TimedQueue::TimerSlot(slot)),
         }
     }
 }
@@ -66,6 +124,7 @@ impl QueueKey {
         match self {
             QueueKey::Topic { topic, queue_id } => QueueRef::Topic(topic, *queue_id),
             QueueKey::DelayLevel(level) => QueueRef::DelayLevel(*level),
+            QueueKey::TimerSlot(slot) => QueueRef::TimerSlot(*slot),
         }
     }
 }
@@ -76,6 +135,7 @@ pub fn queue_dir(store_dir: &Path, key: QueueRef<'_>) -> PathBuf {
     match key {
         QueueRef::Topic(topic, queue_id) => base.join(topic).join(queue_id.to_string()),
         QueueRef::DelayLevel(level) => base.join(DELAY_DIR).join(level.to_string()),
+        QueueRef::TimerSlot(slot) => base.join(TIMER_DIR).join(slot.to_string()),
     }
 }
 
@@ -87,7 +147,7 @@ pub struct ConsumeQueues {
     file_entries: u64,
     fill: SegmentFill,
     topics: RwLock<HashMap<String, HashMap<u32, Arc<ConsumeQueue>>>>,
-    levels: RwLock<HashMap<u8, Arc<ConsumeQueue>>>,
+    timed: RwLock<HashMap<TimedQueue, Arc<ConsumeQueue>>>,
 }
 
 impl ConsumeQueues {
@@ -104,7 +164,7 @@ impl ConsumeQueues {
             file_entries,
             fill,
             topics: RwLock::new(HashMap::new()),
-            levels: RwLock::new(HashMap::new()),
+            timed: RwLock::new(HashMap::new()),
         }
     }
 
@@ -126,6 +186,10 @@ impl ConsumeQueues {
                     if let Ok(level) = id.parse::<u8>() {
                         keys.push(QueueKey::DelayLevel(level));
                     }
+                } else if topic == TIMER_DIR {
+                    if let Ok(slot) = id.parse::<u8>() {
+                        keys.push(QueueKey::TimerSlot(slot));
+                    }
                 } else if let Ok(queue_id) = id.parse::<u32>() {
                     // Directories outside the name rules or the queue-count bound are not
                     // the store's (and a huge id must not size any table).
@@ -146,10 +210,14 @@ impl ConsumeQueues {
 
     /// Opens a queue on its own, outside the set (recovery fixes it, then [`Self::insert`]s it).
     pub fn open_detached(&self, key: QueueRef<'_>) -> Result<ConsumeQueue> {
+        let file_entries = match key {
+            QueueRef::TimerSlot(_) => self.file_entries.min(TIMER_FILE_ENTRIES),
+            QueueRef::Topic(..) | QueueRef::DelayLevel(_) => self.file_entries,
+        };
         ConsumeQueue::open(
             self.fs.clone(),
             &queue_dir(&self.store_dir, key),
-            self.file_entries,
+            file_entries,
             self.fill,
         )
     }
@@ -166,7 +234,14 @@ impl ConsumeQueues {
                     .insert(*queue_id, queue.clone());
             }
             QueueKey::DelayLevel(level) => {
-                self.levels.write().insert(*level, queue.clone());
+                self.timed
+                    .write()
+                    .insert(TimedQueue::Level(*level), queue.clone());
+            }
+            QueueKey::TimerSlot(slot) => {
+                self.timed
+                    .write()
+                    .insert(TimedQueue::TimerSlot(*slot), queue.clone());
             }
         }
         queue
@@ -178,7 +253,12 @@ impl ConsumeQueues {
             QueueRef::Topic(topic, queue_id) => {
                 self.topics.read().get(topic)?.get(&queue_id).cloned()
             }
-            QueueRef::DelayLevel(level) => self.levels.read().get(&level).cloned(),
+            QueueRef::DelayLevel(level) => {
+                self.timed.read().get(&TimedQueue::Level(level)).cloned()
+            }
+            QueueRef::TimerSlot(slot) => {
+                self.timed.read().get(&TimedQueue::TimerSlot(slot)).cloned()
+            }
         }
     }
 
@@ -205,8 +285,8 @@ impl ConsumeQueues {
                 ));
             }
         }
-        for (level, queue) in self.levels.read().iter() {
-            out.push((QueueKey::DelayLevel(*level), queue.clone()));
+        for (timed, queue) in self.timed.read().iter() {
+            out.push((timed.queue_ref().to_key(), queue.clone()));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out

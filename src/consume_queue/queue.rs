@@ -138,6 +138,41 @@ impl ConsumeQueue {
         })
     }
 
+    /// Deletes leading files whose entries all lie below `index` (never the last file), then
+    /// syncs the directory. Entries below the new [`ConsumeQueue::min_entry`] are gone.
+    pub fn retire_before(&self, index: u64) -> Result<usize> {
+        let retired: Vec<QueueFile> = {
+            let mut files = self.files.write();
+            let keep_last = files.len().saturating_sub(1);
+            let count = files
+                .iter()
+                .take(keep_last)
+                .take_while(|f| f.end_entry() <= index)
+                .count();
+            files.drain(..count).collect()
+        };
+        for file in &retired {
+            self.fs
+                .remove_file(&file.path)
+                .map_err(|e| Error::io(&file.path, e))?;
+        }
+        if !retired.is_empty() {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io(&self.dir, e))?;
+        }
+        Ok(retired.len())
+    }
+
+    /// Lets an empty queue (no files) start at `index`: a queue rebuilt from a log whose first
+    /// segments retention deleted begins at its first surviving record's offset.
+    pub fn start_at(&self, index: u64) {
+        let files = self.files.read();
+        if files.is_empty() && self.entry_count() < index {
+            self.entry_count.store(index, Ordering::Release);
+        }
+    }
+
     /// Appends the entry at logical offset `index`, which must equal the entry count.
     pub fn append(&self, index: u64, entry: &Entry) -> Result<()> {
         let count = self.entry_count();

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 
-use super::{out_of_bounds, MappedFile};
+use super::{out_of_bounds, MappedFile, SlotFile};
 
 /// How a page is checked for zeros before `reset_tail` dirties it.
 const PAGE_BYTES: usize = 4096;
@@ -178,5 +178,70 @@ impl MappedFile for MmapFile {
             self.map.flush_range(from, len - from)?;
         }
         Ok(zeroed_bytes)
+    }
+}
+
+/// A memory-mapped file of 8-byte slots implementing [`SlotFile`]: any thread may load or
+/// store any slot at any time, because every access is an atomic operation on an aligned
+/// `u64` (rule 2 does not apply to slot files; see `docs/safety.md`, "Slot files").
+#[derive(Debug)]
+pub(crate) struct MmapSlots {
+    map: MmapRaw,
+    slot_count: u64,
+}
+
+impl MmapSlots {
+    /// Maps the whole of `file`, whose length is `len_bytes`, a multiple of 8.
+    pub(crate) fn map(file: &File, len_bytes: u64) -> io::Result<Self> {
+        let actual = file.metadata()?.len();
+        if actual != len_bytes || !len_bytes.is_multiple_of(8) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("slot map of {len_bytes} bytes over a file of {actual} bytes"),
+            ));
+        }
+        let len = usize::try_from(len_bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large to map"))?;
+        // Rule 1: the mapping is exactly the file's current length, checked just above.
+        let map = MmapOptions::new().len(len).map_raw(file)?;
+        Ok(MmapSlots {
+            map,
+            slot_count: len_bytes / 8,
+        })
+    }
+
+    /// The slot `index` as an atomic, or an error past the end.
+    fn slot(&self, index: u64) -> io::Result<&AtomicU64> {
+        if index >= self.slot_count {
+            return Err(out_of_bounds("slot", index, 8, self.slot_count));
+        }
+        let at = usize::try_from(index * 8)
+            .map_err(|_| out_of_bounds("slot", index, 8, self.slot_count))?;
+        // SAFETY: `at + 8 <= slot_count * 8`, the mapped length (rule 1), and the mapping
+        // starts on a page boundary, so the address is 8-aligned as `AtomicU64` requires. The
+        // mapping lives as long as `self`, which bounds the returned reference. Every access to
+        // slot bytes goes through such atomics (this type hands out nothing else), so
+        // concurrent loads and stores from several threads are data-race free; no other
+        // cooperating process maps the file (rule 3).
+        Ok(unsafe { &*self.map.as_ptr().add(at).cast::<AtomicU64>() })
+    }
+}
+
+impl SlotFile for MmapSlots {
+    fn slot_count(&self) -> u64 {
+        self.slot_count
+    }
+
+    fn load(&self, index: u64) -> io::Result<u64> {
+        Ok(u64::from_le(self.slot(index)?.load(Ordering::Acquire)))
+    }
+
+    fn store(&self, index: u64, value: u64) -> io::Result<()> {
+        self.slot(index)?.store(value.to_le(), Ordering::Release);
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.map.flush()
     }
 }

@@ -5,12 +5,18 @@
 //! Two kinds of file exist:
 //! - **mapped files** of a fixed length (commit-log segments, consume-queue files), appended in
 //!   place and synced by range;
+//! - **slot files** (delayed messages' decisions): 8-byte slots loaded and stored in place, by
+//!   any thread at any time (atomic operations on a mapping in the real implementation);
 //! - **small files** (checkpoint, meta, consumer offsets), always replaced whole and atomically
 //!   with [`write_atomic`].
+//!
+//! Three implementations: [`RealFs`] (the store's), [`SimFs`] (crash tests) and [`OverlayFs`]
+//! (the operator's tools: a read-only view of a real directory that keeps changes in memory).
 //!
 //! This module never decides *what* to write; it only moves bytes and reports errors.
 
 mod mmap;
+mod overlay_fs;
 mod real_fs;
 mod sim_fs;
 
@@ -18,6 +24,7 @@ use std::fmt::Debug;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use overlay_fs::{Change, OverlayFs};
 pub use real_fs::RealFs;
 pub use sim_fs::SimFs;
 
@@ -54,6 +61,21 @@ pub trait MappedFile: Send + Sync + Debug {
     /// left untouched), and returns the bytes of the 4 KiB pages it had to zero. Only recovery
     /// calls it, before the file is shared.
     fn reset_tail(&mut self, readable_bytes: u64, zero_tail: bool) -> io::Result<u64>;
+}
+
+/// A fixed-length file of 8-byte little-endian slots, each loaded and stored in place, by any
+/// thread at any time (a slot is rewritten while others are read). Created with its blocks
+/// reserved, never sparse: a full disk fails the creation with `ENOSPC`, never a later store
+/// with `SIGBUS`. Slots never stored read as 0.
+pub trait SlotFile: Send + Sync + Debug {
+    /// Number of slots (fixed while open).
+    fn slot_count(&self) -> u64;
+    /// The value of slot `index` (`InvalidInput` past the end).
+    fn load(&self, index: u64) -> io::Result<u64>;
+    /// Stores `value` in slot `index` (`InvalidInput` past the end).
+    fn store(&self, index: u64, value: u64) -> io::Result<()>;
+    /// Makes every store so far durable. A failure must be treated as fatal by the caller.
+    fn sync(&self) -> io::Result<()>;
 }
 
 /// How to open a mapped file.
@@ -94,6 +116,11 @@ pub trait FileSystem: Send + Sync + Debug {
 
     /// Opens a mapped file.
     fn open_mapped(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn MappedFile>>;
+    /// Opens the slot file at `path`, creating it with `len_bytes` (blocks reserved) if it is
+    /// missing; an existing shorter file (a size change lost in a power loss) is extended with
+    /// zeros. The new name is durable only after
+    /// [`FileSystem::sync_dir`].
+    fn open_slots(&self, path: &Path, len_bytes: u64) -> io::Result<Box<dyn SlotFile>>;
 
     /// Reads a whole small file.
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;

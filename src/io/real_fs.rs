@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use super::mmap::MmapFile;
-use super::{FileSystem, LockGuard, MappedFile, OpenMode};
+use super::mmap::MmapSlots;
+use super::{FileSystem, LockGuard, MappedFile, OpenMode, SlotFile};
 
 /// The operating system's file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -58,6 +59,24 @@ impl FileSystem for RealFs {
             }
         };
         Ok(Box::new(map))
+    }
+
+    fn open_slots(&self, path: &Path, len_bytes: u64) -> io::Result<Box<dyn SlotFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let mut file = file;
+        let mut len = file.metadata()?.len();
+        if len < len_bytes {
+            // Reserved, not sparse: a store into a hole on a full disk would raise SIGBUS.
+            reserve(&mut file, len_bytes)?;
+            file.sync_all()?;
+            len = len_bytes;
+        }
+        Ok(Box::new(MmapSlots::map(&file, len)?))
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {

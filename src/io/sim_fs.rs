@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{out_of_bounds, FileSystem, LockGuard, MappedFile, OpenMode};
+use super::{out_of_bounds, FileSystem, LockGuard, MappedFile, OpenMode, SlotFile};
 use crate::seeded::SeededRng;
 
 const PAGE_BYTES: usize = 4096;
@@ -144,6 +144,8 @@ struct Faults {
     syncs: AtomicU64,
     /// Syncs from this count on fail (u64::MAX: never).
     fail_syncs_from: AtomicU64,
+    /// Creating or growing files beyond this many bytes in all fails with `StorageFull`.
+    capacity_bytes: AtomicU64,
 }
 
 impl Faults {
@@ -176,9 +178,30 @@ impl Default for SimFs {
             faults: Arc::new(Faults {
                 syncs: AtomicU64::new(0),
                 fail_syncs_from: AtomicU64::new(u64::MAX),
+                capacity_bytes: AtomicU64::new(u64::MAX),
             }),
         }
     }
+}
+
+fn used_bytes(state: &State) -> u64 {
+    state
+        .files
+        .values()
+        .map(|inode| inode.lock().data.len() as u64)
+        .sum()
+}
+
+/// Fails with `StorageFull` if `more` bytes would exceed the capacity.
+fn check_space(state: &State, faults: &Faults, more: u64) -> io::Result<()> {
+    let capacity = faults.capacity_bytes.load(Ordering::SeqCst);
+    if capacity != u64::MAX && used_bytes(state).saturating_add(more) > capacity {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "simulated full disk (ENOSPC)",
+        ));
+    }
+    Ok(())
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -205,6 +228,20 @@ impl SimFs {
     pub fn fail_syncs_after(&self, n: Option<u64>) {
         let from = n.map_or(u64::MAX, |n| self.sync_count().saturating_add(n));
         self.faults.fail_syncs_from.store(from, Ordering::SeqCst);
+    }
+
+    /// Makes the disk hold at most `capacity_bytes` of file data (`None`: unlimited). Creating
+    /// or growing a file beyond it fails with `ErrorKind::StorageFull` (`ENOSPC`); writes into
+    /// space a file already has still succeed, as with preallocated files on a real disk.
+    pub fn set_capacity_bytes(&self, capacity_bytes: Option<u64>) {
+        self.faults
+            .capacity_bytes
+            .store(capacity_bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// Bytes of file data in the current namespace.
+    pub fn used_bytes(&self) -> u64 {
+        used_bytes(&self.state.lock())
     }
 
     /// The file system a process crash leaves: every write is kept (the page cache survives),
@@ -400,6 +437,51 @@ impl MappedFile for SimMapped {
     }
 }
 
+#[derive(Debug)]
+struct SimSlots {
+    inode: Arc<Mutex<Inode>>,
+    faults: Arc<Faults>,
+    len_bytes: u64,
+}
+
+impl SimSlots {
+    fn start(&self, index: u64) -> io::Result<usize> {
+        let limit = self.len_bytes / 8;
+        if index >= limit {
+            return Err(out_of_bounds("slot", index, 8, limit));
+        }
+        usize::try_from(index * 8).map_err(|_| out_of_bounds("slot", index, 8, limit))
+    }
+}
+
+impl SlotFile for SimSlots {
+    fn slot_count(&self) -> u64 {
+        self.len_bytes / 8
+    }
+
+    fn load(&self, index: u64) -> io::Result<u64> {
+        let start = self.start(index)?;
+        let inode = self.inode.lock();
+        let mut slot = [0u8; 8];
+        if let Some(src) = inode.data.get(start..start + 8) {
+            slot.copy_from_slice(src);
+        }
+        Ok(u64::from_le_bytes(slot))
+    }
+
+    fn store(&self, index: u64, value: u64) -> io::Result<()> {
+        let start = self.start(index)?;
+        self.inode.lock().write(start, &value.to_le_bytes());
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.faults.sync()?;
+        self.inode.lock().sync_all();
+        Ok(())
+    }
+}
+
 impl FileSystem for SimFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
@@ -452,6 +534,7 @@ impl FileSystem for SimFs {
                 if state.files.contains_key(path) {
                     return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
                 }
+                check_space(&state, &self.faults, len_bytes)?;
                 self.faults.sync()?;
                 let len = usize::try_from(len_bytes)
                     .map_err(|_| out_of_bounds("create", 0, len_bytes, 0))?;
@@ -485,6 +568,44 @@ impl FileSystem for SimFs {
         }))
     }
 
+    fn open_slots(&self, path: &Path, len_bytes: u64) -> io::Result<Box<dyn SlotFile>> {
+        let mut state = self.state.lock();
+        if !state.dirs.contains(&parent(path)) {
+            return Err(not_found(&parent(path)));
+        }
+        let inode = match state.files.get(path) {
+            Some(inode) => inode.clone(),
+            None => {
+                let len = usize::try_from(len_bytes)
+                    .map_err(|_| out_of_bounds("create", 0, len_bytes, 0))?;
+                check_space(&state, &self.faults, len_bytes)?;
+                // Sparse: the length is a size change like any other until synced.
+                let inode = Arc::new(Mutex::new(Inode::new(
+                    vec![0; len],
+                    Vec::new(),
+                    SECTOR_BYTES,
+                )));
+                state.files.insert(path.to_path_buf(), inode.clone());
+                inode
+            }
+        };
+        let len_bytes = {
+            let mut inode = inode.lock();
+            inode.unit_bytes = SECTOR_BYTES;
+            let len =
+                usize::try_from(len_bytes).map_err(|_| out_of_bounds("create", 0, len_bytes, 0))?;
+            if inode.data.len() < len {
+                inode.data.resize(len, 0);
+            }
+            inode.data.len() as u64
+        };
+        Ok(Box::new(SimSlots {
+            inode,
+            faults: self.faults.clone(),
+            len_bytes,
+        }))
+    }
+
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         let state = self.state.lock();
         let inode = state.files.get(path).ok_or_else(|| not_found(path))?;
@@ -504,6 +625,12 @@ impl FileSystem for SimFs {
                 Arc::new(Mutex::new(Inode::new(Vec::new(), Vec::new(), SECTOR_BYTES)))
             })
             .clone();
+        let old_len = inode.lock().data.len() as u64;
+        check_space(
+            &state,
+            &self.faults,
+            (bytes.len() as u64).saturating_sub(old_len),
+        )?;
         drop(state);
         let mut inode = inode.lock();
         inode.data.clear();

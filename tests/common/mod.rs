@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use delaystore::io::{FileSystem, LockGuard, MappedFile, OpenMode, RealFs};
+use delaystore::io::{FileSystem, LockGuard, MappedFile, OpenMode, RealFs, SlotFile};
 use delaystore::{Error, Message, Options, PutReceipt, Store, StoredMessage};
 
 /// Options with small files so tests roll segments and queue files quickly.
@@ -493,6 +493,9 @@ impl FileSystem for SlowPreallocFs {
             self.changed.notify_all();
             self.inner.open_mapped(path, mode)
         }
+    }
+    fn open_slots(&self, path: &Path, len_bytes: u64) -> io::Result<Box<dyn SlotFile>> {
+        self.inner.open_slots(path, len_bytes)
     }
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.inner.read_file(path)

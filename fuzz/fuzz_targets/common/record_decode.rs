@@ -78,7 +78,11 @@ pub fn check(data: &[u8]) {
             assert_eq!(again.header.total_bytes, header.total_bytes);
             assert_eq!(again.header.store_ms, header.store_ms);
         }
-        RecordKind::Message | RecordKind::Delivery => {
+        RecordKind::Message
+        | RecordKind::Delivery
+        | RecordKind::Hop
+        | RecordKind::Cancel
+        | RecordKind::Discard => {
             let fields = MessageFields {
                 kind: header.kind,
                 topic: view.topic,
@@ -91,6 +95,7 @@ pub fn check(data: &[u8]) {
             let mut encoded = encode_message(&fields).expect("a decoded record re-encodes");
             let sealed = encoded
                 .seal(Placement {
+                    queue_id: header.queue_id,
                     log_offset: header.log_offset,
                     store_ms: header.store_ms,
                     due_ms: header.due_ms,

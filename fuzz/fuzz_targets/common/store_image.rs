@@ -22,7 +22,7 @@ use delaystore::commit_log::record::{
 };
 use delaystore::commit_log::COMMIT_LOG_DIR;
 use delaystore::consume_queue::entry::{Entry, ENTRY_BYTES};
-use delaystore::consume_queue::{queue_dir, QueueKey};
+use delaystore::consume_queue::{queue_dir, QueueKey, TimedQueue};
 use delaystore::consumer_offsets::{encode_offsets, OFFSETS_FILE};
 use delaystore::io::{FileSystem, SimFs};
 use delaystore::meta::{StoreMeta, META_FILE};
@@ -276,20 +276,27 @@ fn record(input: &mut Reader<'_>, image: &mut Image, at: u64) -> Vec<u8> {
             let origin = match (origin, sel & 4 != 0) {
                 (Some(origin), false) => {
                     due_ms = origin.due_ms;
+                    let level = TimedQueue::Level(delay_level);
                     OriginRef {
                         log_offset: origin.log_offset,
                         record_bytes: origin.total_bytes,
-                        level_queue_offset: origin.queue_offset,
+                        source: level,
+                        source_offset: origin.queue_offset,
+                        first: level,
+                        first_offset: origin.queue_offset,
                     }
                 }
                 _ => OriginRef {
                     log_offset: u64::from(input.u32()),
                     record_bytes: input.u32(),
-                    level_queue_offset: input.u64(),
+                    source: TimedQueue::Level(delay_level),
+                    source_offset: input.u64(),
+                    first: TimedQueue::Level(delay_level),
+                    first_offset: input.u64(),
                 },
             };
             let delivered = image.cursors.entry(delay_level).or_default();
-            *delivered = (*delivered).max(origin.level_queue_offset.saturating_add(1));
+            *delivered = (*delivered).max(origin.source_offset.saturating_add(1));
             body.extend_from_slice(&origin.encode());
         }
         _ => {
@@ -349,6 +356,7 @@ fn record(input: &mut Reader<'_>, image: &mut Image, at: u64) -> Vec<u8> {
     let mut encoded = encode_message(&fields).expect("a small record encodes");
     let bytes = encoded
         .seal(Placement {
+            queue_id,
             log_offset,
             store_ms,
             due_ms,
@@ -401,8 +409,8 @@ fn fuzzed_checkpoint(input: &mut Reader<'_>, image: &Image) -> Checkpoint {
     let queue_counts = (0..input.u8() % 4)
         .map(|_| (queue_key(input, image), u64::from(input.u8() % 80)))
         .collect();
-    let level_cursors = (0..input.u8() % 3)
-        .map(|_| (input.u8() % 4, u64::from(input.u8() % 8)))
+    let cursors = (0..input.u8() % 3)
+        .map(|_| (u16::from(input.u8() % 4), u64::from(input.u8() % 8)))
         .collect();
     Checkpoint {
         log_end_offset,
@@ -410,7 +418,8 @@ fn fuzzed_checkpoint(input: &mut Reader<'_>, image: &Image) -> Checkpoint {
         written_ms: BASE_MS,
         clean_shutdown,
         queue_counts,
-        level_cursors,
+        cursors,
+        segment_refs: Vec::new(),
     }
 }
 
@@ -433,7 +442,12 @@ fn consistent_checkpoint(input: &mut Reader<'_>, image: &Image) -> Checkpoint {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect(),
-        level_cursors: image.cursors.iter().map(|(k, v)| (*k, *v)).collect(),
+        cursors: image
+            .cursors
+            .iter()
+            .map(|(k, v)| (u16::from(*k), *v))
+            .collect(),
+        segment_refs: Vec::new(),
     }
 }
 

@@ -21,19 +21,26 @@ use crate::commit_log::record::{
     KEY_BYTES_MAX,
 };
 use crate::commit_log::CommitLog;
-use crate::consume_queue::entry::Entry;
-use crate::consume_queue::{ConsumeQueues, QueueKey, QueueRef};
+use crate::consume_queue::{ConsumeQueues, QueueKey, QueueRef, TimedQueue};
 use crate::consumer_offsets::ConsumerOffsets;
-use crate::delivery::{run_delivery, DeliveryHost};
+use crate::decisions::{Decision, Decisions};
+use crate::delivery::run_delivery;
 use crate::dispatch::{dispatch_target, DispatchProgress};
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{FileSystem, LockGuard};
-use crate::message::{Message, MessageId, PutReceipt, StoredMessage};
+use crate::message::{CancelOutcome, Message, MessageId, PutReceipt, StoredMessage};
 use crate::meta::StoreMeta;
 use crate::options::{Durability, Options, SyncMode};
 use crate::recovery::{recover, RecoveryConfig, RecoveryReport};
 use crate::signal::Signal;
+use crate::timer::{slot_for, slot_tier};
 use crate::topic::{queue_for_key, validate_topic};
+
+pub use due_outlook::DueOutlook;
+
+mod delivery_host;
+mod due_outlook;
+mod retention;
 
 /// Name of the lock file inside the store directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -46,8 +53,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 struct Placements {
     topics: HashMap<String, Vec<u64>>,
-    /// Next offset of each delay level's queue (index = level).
-    levels: Vec<u64>,
+    /// Next offset of each timed queue (index = [`TimedQueue::to_id`]).
+    timed: Vec<u64>,
 }
 
 impl Placements {
@@ -70,15 +77,48 @@ impl Placements {
         Ok(offset)
     }
 
-    /// Takes the next offset of a delay level's queue.
-    fn next_level_offset(&mut self, level: u8) -> u64 {
-        match self.levels.get_mut(usize::from(level)) {
+    /// Takes the next offset of a timed queue.
+    fn next_timed_offset(&mut self, queue: TimedQueue) -> u64 {
+        match self.timed.get_mut(usize::from(queue.to_id())) {
             Some(slot) => {
                 let offset = *slot;
                 *slot += 1;
                 offset
             }
             None => 0,
+        }
+    }
+}
+
+/// What an id names, for [`Store::cancel`].
+#[derive(Debug, Clone, Copy)]
+enum Lookup {
+    NotFound,
+    NotDelayed,
+    Delayed(OriginRef),
+}
+
+/// When a message put now falls due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DueRule {
+    /// Not delayed.
+    Now,
+    /// A delay level's delay from the store time.
+    Level { delay_ms: u64 },
+    /// An arbitrary delay from the store time.
+    After { delay_ms: u64 },
+    /// An absolute time.
+    At { due_ms: u64 },
+}
+
+impl DueRule {
+    /// The due time of a message stored at `store_ms` (0 = not delayed).
+    fn due_ms(self, store_ms: u64) -> u64 {
+        match self {
+            DueRule::Now => 0,
+            DueRule::Level { delay_ms } => store_ms.saturating_add(delay_ms).max(1),
+            DueRule::After { delay_ms } => store_ms.saturating_add(delay_ms).max(1),
+            DueRule::At { due_ms } => due_ms,
         }
     }
 }
@@ -104,11 +144,20 @@ pub struct Stats {
     pub consumers: Vec<ConsumerLag>,
     /// Pending (not yet delivered) messages per delay level: (level, count).
     pub pending_per_level: Vec<(u8, u64)>,
-    /// Due time of the earliest pending delayed message, in ms.
+    /// Pending messages with arbitrary delays per timer tier (index = tier; tier `t` holds
+    /// messages due in `[32^t, 32^(t+1))` ms from when they entered it, see [`crate::timer`]).
+    pub pending_per_tier: Vec<u64>,
+    /// Due time of the earliest pending delayed message, in ms (for arbitrary delays: to the
+    /// granule of the timer tier it waits in, never later than the true due time).
     pub next_due_ms: Option<u64>,
     /// Delayed messages found corrupt at delivery time and skipped since open (each is also
     /// reported on stderr with its file and offset); never silent.
     pub undeliverable: u64,
+    /// Delayed messages cancelled since open.
+    pub cancelled: u64,
+    /// Pending or unconsumed messages deleted since open because the segments exceeded
+    /// `Options::disk_usage_hard_bytes` (each forced deletion is also reported on stderr).
+    pub forced_deleted_messages: u64,
     /// Whether a failed sync poisoned the store.
     pub poisoned: bool,
 }
@@ -137,22 +186,35 @@ struct Inner {
     meta: RwLock<StoreMeta>,
     log: CommitLog,
     queues: ConsumeQueues,
+    decisions: Decisions,
+    /// Held while a delayed message's fate is decided (a delivery or a hop checks, a cancel
+    /// checks and records), so a cancel racing a delivery gets exactly one outcome.
+    decide: Mutex<()>,
     progress: DispatchProgress,
     offsets: ConsumerOffsets,
     placements: Mutex<Placements>,
     round_robin: AtomicU32,
     /// Delayed messages skipped because their record is corrupt (since open).
     undeliverable: AtomicU64,
+    /// Delayed messages cancelled (since open).
+    cancelled: AtomicU64,
+    /// Messages lost to forced deletions under `disk_usage_hard_bytes` (since open).
+    forced_deleted: AtomicU64,
     /// Newest store time handed out (or found in the log at open): see
     /// [`DeliveryHost::newest_store_ms`].
     newest_store_ms: AtomicU64,
-    /// Highest delay level that may hold entries (the table's, or more from an older table).
-    level_count: u8,
+    /// The queues the delivery dispatcher walks: every delay level that may hold entries (the
+    /// table's, or more from an older table), then every timer slot.
+    timed_queues: Vec<TimedQueue>,
     stopping: AtomicBool,
     stop_signal: Signal,
     /// Time of the last checkpoint; also held while one is written, so that `flush` and the
     /// flusher never write the checkpoint's temporary file at the same time.
     last_checkpoint: Mutex<Instant>,
+    /// `last_record_offset` of the last checkpoint written: retention never deletes the
+    /// segment holding it or any later one, so the checkpoint a crash falls back to never
+    /// names a deleted record.
+    checkpointed_last_record: AtomicU64,
     recovery: RecoveryReport,
 }
 
@@ -206,7 +268,7 @@ impl Store {
         })?;
         let mut placements = Placements {
             topics: HashMap::new(),
-            levels: vec![0; usize::from(u8::MAX) + 1],
+            timed: vec![0; 512],
         };
         let mut level_count = u8::try_from(meta.delay_levels_ms.len()).unwrap_or(u8::MAX);
         for (key, queue) in recovered.queues.all() {
@@ -221,9 +283,14 @@ impl Store {
                         *slot = queue.entry_count();
                     }
                 }
-                QueueKey::DelayLevel(level) => {
-                    level_count = level_count.max(level);
-                    if let Some(slot) = placements.levels.get_mut(usize::from(level)) {
+                QueueKey::DelayLevel(_) | QueueKey::TimerSlot(_) => {
+                    if let QueueKey::DelayLevel(level) = key {
+                        level_count = level_count.max(level);
+                    }
+                    let timed = key.as_ref().timed().map(TimedQueue::to_id);
+                    if let Some(slot) =
+                        timed.and_then(|id| placements.timed.get_mut(usize::from(id)))
+                    {
                         *slot = queue.entry_count();
                     }
                 }
@@ -251,16 +318,24 @@ impl Store {
             meta: RwLock::new(meta),
             log: recovered.log,
             queues: recovered.queues,
+            decisions: recovered.decisions,
+            decide: Mutex::new(()),
             progress: recovered.progress,
             offsets,
             placements: Mutex::new(placements),
             round_robin: AtomicU32::new(0),
             undeliverable: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            forced_deleted: AtomicU64::new(0),
             newest_store_ms: AtomicU64::new(0),
-            level_count,
+            timed_queues: (1..=level_count)
+                .map(TimedQueue::Level)
+                .chain((0..=u8::MAX).map(TimedQueue::TimerSlot))
+                .collect(),
             stopping: AtomicBool::new(false),
             stop_signal: Signal::new(),
             last_checkpoint: Mutex::new(Instant::now()),
+            checkpointed_last_record: AtomicU64::new(0),
             recovery,
             options,
         });
@@ -336,19 +411,7 @@ impl Store {
                 reason: "a property key is longer than 65535 bytes".into(),
             })?;
         let level = message.delay_level;
-        let level_delay_ms = match level {
-            0 => 0,
-            _ => {
-                let meta = inner.meta.read();
-                let levels = &meta.delay_levels_ms;
-                *levels
-                    .get(usize::from(level) - 1)
-                    .ok_or(Error::InvalidDelayLevel {
-                        level,
-                        levels: levels.len(),
-                    })?
-            }
-        };
+        let due = inner.due_rule(message)?;
         let bytes_max = inner.options.message_bytes_max();
         let bytes = message_bytes(
             message.topic.len(),
@@ -374,21 +437,28 @@ impl Store {
         })?;
 
         // Store time is read under the append lock, so that within a level, queue order is
-        // due order whenever the clock does not go back.
+        // due order, and within a timer slot release order, whenever the clock does not go
+        // back. The queue (level, timer slot or topic) follows from the due time and the
+        // store time exactly as `dispatch_target` derives it from the record.
         let appended = inner
             .log
             .append(&mut record, inner.clock.now_ms(), |log_offset| {
                 let mut placements = inner.placements.lock();
                 let store_ms = inner.stamp_store_time();
-                let (queue_offset, due_ms) = if level == 0 {
-                    let offset =
-                        placements.next_topic_offset(&message.topic, queue, queue_count)?;
-                    (offset, 0)
-                } else {
-                    let due_ms = store_ms.saturating_add(level_delay_ms).max(1);
-                    (placements.next_level_offset(level), due_ms)
+                let due_ms = due.due_ms(store_ms);
+                let queue_offset = match due {
+                    DueRule::Level { .. } => placements.next_timed_offset(TimedQueue::Level(level)),
+                    DueRule::Now | DueRule::After { .. } | DueRule::At { .. } => {
+                        match slot_for(due_ms, store_ms) {
+                            Some(slot) => placements.next_timed_offset(TimedQueue::TimerSlot(slot)),
+                            None => {
+                                placements.next_topic_offset(&message.topic, queue, queue_count)?
+                            }
+                        }
+                    }
                 };
                 Ok(Placement {
+                    queue_id: queue,
                     log_offset,
                     store_ms,
                     due_ms,
@@ -409,8 +479,53 @@ impl Store {
             queue,
             queue_offset: appended.placement.queue_offset,
             store_ms: appended.placement.store_ms,
-            due_ms: (level > 0).then_some(appended.placement.due_ms),
+            due_ms: (!matches!(due, DueRule::Now)).then_some(appended.placement.due_ms),
         })
+    }
+
+    /// Cancels a delayed message with the store's default durability.
+    pub fn cancel(&self, id: MessageId) -> Result<CancelOutcome> {
+        self.cancel_with(id, Durability::Default)
+    }
+
+    /// Cancels a delayed message: one definite outcome, decided against delivery under one
+    /// lock, so a cancel racing the message's delivery is either `Cancelled` (it is never
+    /// delivered) or `AlreadyDelivered` (consumers get it), never both or neither. A
+    /// `Cancelled` acknowledged with [`Durability::Sync`] (or the default in
+    /// [`SyncMode::Sync`]) holds through any crash. Costs one record read, one slot read and
+    /// one small record append, whatever the number of pending messages.
+    pub fn cancel_with(&self, id: MessageId, durability: Durability) -> Result<CancelOutcome> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let inner = &self.inner;
+        let origin = match inner.delayed_origin(id.0)? {
+            Lookup::NotFound => return Ok(CancelOutcome::NotFound),
+            Lookup::NotDelayed => return Ok(CancelOutcome::AlreadyDelivered),
+            Lookup::Delayed(origin) => origin,
+        };
+        let outcome = {
+            let _decide = inner.decide.lock();
+            match inner.decision(&origin)? {
+                Some(Decision::Delivered(_)) => CancelOutcome::AlreadyDelivered,
+                Some(Decision::Cancelled(_)) => CancelOutcome::Cancelled,
+                None => {
+                    inner.cancel_pending(&origin)?;
+                    CancelOutcome::Cancelled
+                }
+            }
+        };
+        let sync = match durability {
+            Durability::Sync => true,
+            Durability::Buffered => false,
+            Durability::Default => inner.options.sync_mode == SyncMode::Sync,
+        };
+        if sync {
+            // The deciding record (this cancel, or an earlier delivery or cancel) is below
+            // the written end: once that is durable, the answer survives any crash.
+            inner.log.wait_durable(inner.log.written_end())?;
+        }
+        Ok(outcome)
     }
 
     /// Reads up to `max` messages of (topic, queue) from logical offset `from`. Returns fewer
@@ -533,6 +648,12 @@ impl Store {
         self.inner.stats()
     }
 
+    /// How many pending delayed messages fall due in each of the next 60 seconds, and how late
+    /// the oldest overdue one is: for admission control. Reads up to 200,000 queue entries.
+    pub fn due_outlook(&self) -> DueOutlook {
+        self.inner.due_outlook()
+    }
+
     /// Closes the store: stops the background threads, syncs everything, and writes a clean
     /// checkpoint so the next open does not scan the log.
     pub fn close(mut self) -> Result<()> {
@@ -605,6 +726,86 @@ impl Inner {
         }
     }
 
+    /// Finds the delayed message stored under `id`, and where its decision lives.
+    fn delayed_origin(&self, id: u64) -> Result<Lookup> {
+        let in_log = id >= self.log.start_offset()
+            && id.saturating_add(HEADER_BYTES as u64) <= self.log.written_end();
+        if !in_log {
+            return Ok(Lookup::NotFound);
+        }
+        // A header that does not decode at `id` (it stores its own offset) is not a record.
+        let bytes = match self.log.read_record(id) {
+            Ok(bytes) => bytes,
+            Err(Error::Corruption { .. }) => return Ok(Lookup::NotFound),
+            Err(err) => return Err(err),
+        };
+        let record = decode_record(&bytes, id).map_err(|kind| self.log.corruption(id, kind))?;
+        let header = record.header;
+        if header.kind != RecordKind::Message {
+            return Ok(Lookup::NotFound);
+        }
+        let first = if header.delay_level > 0 {
+            TimedQueue::Level(header.delay_level)
+        } else {
+            match slot_for(header.due_ms, header.store_ms) {
+                Some(slot) => TimedQueue::TimerSlot(slot),
+                None => return Ok(Lookup::NotDelayed),
+            }
+        };
+        Ok(Lookup::Delayed(OriginRef {
+            log_offset: id,
+            record_bytes: header.total_bytes,
+            source: first,
+            source_offset: header.queue_offset,
+            first,
+            first_offset: header.queue_offset,
+        }))
+    }
+
+    /// Checks a message's delay fields and says when it falls due.
+    fn due_rule(&self, message: &Message) -> Result<DueRule> {
+        let set = usize::from(message.delay_level > 0)
+            + usize::from(message.delay_ms.is_some())
+            + usize::from(message.deliver_at_ms.is_some());
+        if set > 1 {
+            return Err(Error::InvalidMessage {
+                reason: "set at most one of delay_level, delay_ms and deliver_at_ms".into(),
+            });
+        }
+        let delay_ms_max = self.options.delay_ms_max;
+        let check = |delay_ms: u64| {
+            if delay_ms > delay_ms_max {
+                Err(Error::DelayTooLong {
+                    delay_ms,
+                    delay_ms_max,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(delay_ms) = message.delay_ms {
+            check(delay_ms)?;
+            return Ok(DueRule::After { delay_ms });
+        }
+        if let Some(due_ms) = message.deliver_at_ms {
+            check(due_ms.saturating_sub(self.clock.now_ms()))?;
+            return Ok(DueRule::At { due_ms });
+        }
+        let level = message.delay_level;
+        if level == 0 {
+            return Ok(DueRule::Now);
+        }
+        let meta = self.meta.read();
+        let levels = &meta.delay_levels_ms;
+        let delay_ms = *levels
+            .get(usize::from(level) - 1)
+            .ok_or(Error::InvalidDelayLevel {
+                level,
+                levels: levels.len(),
+            })?;
+        Ok(DueRule::Level { delay_ms })
+    }
+
     /// The next offset the queue will hand out (its end once every appended record is indexed).
     fn assigned_end(&self, topic: &str, queue: u32) -> u64 {
         self.placements
@@ -649,14 +850,24 @@ impl Inner {
         let Some(cq) = self.queues.get(QueueRef::Topic(topic, queue)) else {
             return Ok(Vec::new());
         };
-        let start = from.max(cq.min_entry());
+        let log_start = self.log.start_offset();
+        let mut start = from.max(cq.min_entry());
+        if start < cq.entry_count() && cq.get(start)?.log_offset < log_start {
+            // Entries whose segments retention deleted: start after them.
+            start = start.max(retention::first_entry_at_or_after(&cq, log_start));
+        }
         let end = cq
             .entry_count()
             .min(start.saturating_add(u64::try_from(max).unwrap_or(u64::MAX)));
         let mut out = Vec::with_capacity(usize::try_from(end.saturating_sub(start)).unwrap_or(0));
         for index in start..end {
             let entry = cq.get(index)?;
-            let bytes = self.read_checked(entry.log_offset)?;
+            let bytes = match self.read_checked(entry.log_offset) {
+                Ok(bytes) => bytes,
+                // Retention deleted its segment while we read.
+                Err(_) if entry.log_offset < self.log.start_offset() => continue,
+                Err(err) => return Err(err),
+            };
             let record = decode_record(&bytes, entry.log_offset)
                 .map_err(|kind| self.log.corruption(entry.log_offset, kind))?;
             let belongs = record.header.queue_offset == index
@@ -674,6 +885,10 @@ impl Inner {
                 // A delivered message: its content is in the origin record.
                 let origin = OriginRef::decode(record.body)
                     .map_err(|kind| self.log.corruption(entry.log_offset, kind))?;
+                if origin.log_offset < log_start {
+                    // Forced out of the log under disk pressure (counted when deleted).
+                    continue;
+                }
                 let origin_bytes = self.read_checked(origin.log_offset)?;
                 let origin_record = decode_record(&origin_bytes, origin.log_offset)
                     .map_err(|kind| self.log.corruption(origin.log_offset, kind))?;
@@ -721,7 +936,10 @@ impl Inner {
             let generation = self.log.signal().generation();
             let limit = self.visible_end();
             if self.progress.dispatched_end() < limit {
-                match self.progress.dispatch_to(&self.log, &self.queues, limit) {
+                match self
+                    .progress
+                    .dispatch_to(&self.log, &self.queues, &self.decisions, limit)
+                {
                     Ok(()) => failing = false,
                     Err(err) => {
                         // Never skip a record: report once, then retry after a pause.
@@ -771,11 +989,15 @@ impl Inner {
         if due {
             self.write_checkpoint(false)?;
         }
-        Ok(())
+        self.retain()
     }
 
+    /// Syncs everything dispatch derives from the log: consume queues and decisions.
     fn sync_queues(&self) -> Result<()> {
-        let result = self.queues.sync_all();
+        let result = self
+            .queues
+            .sync_all()
+            .and_then(|()| self.decisions.sync_all());
         if result.is_err() {
             // A failed sync may have dropped dirty pages: nothing may be acknowledged after it.
             self.log.poison();
@@ -787,7 +1009,7 @@ impl Inner {
         self.offsets
             .persist_after(|| self.log.sync_to(self.log.written_end()))?;
         self.progress
-            .dispatch_to(&self.log, &self.queues, self.visible_end())?;
+            .dispatch_to(&self.log, &self.queues, &self.decisions, self.visible_end())?;
         self.sync_queues()?;
         self.write_checkpoint(false)
     }
@@ -811,7 +1033,10 @@ impl Inner {
                 self.progress.dispatched_end(),
                 self.progress.last_record_offset(),
                 counts,
-                self.progress.cursors.to_list(),
+                (
+                    self.progress.cursors.to_list(),
+                    self.progress.cursors.segment_refs(),
+                ),
             )
         };
         self.sync_queues()?;
@@ -823,10 +1048,13 @@ impl Inner {
             written_ms: self.clock.now_ms(),
             clean_shutdown,
             queue_counts,
-            level_cursors,
+            cursors: level_cursors.0,
+            segment_refs: level_cursors.1,
         }
         .store(self.fs.as_ref(), &self.dir)?;
         *last_checkpoint = Instant::now();
+        self.checkpointed_last_record
+            .store(last_record_offset, Ordering::Release);
         Ok(())
     }
 
@@ -857,15 +1085,25 @@ impl Inner {
             })
             .collect();
         let mut pending_per_level = Vec::new();
+        let mut pending_per_tier = vec![0u64; crate::timer::TIER_COUNT as usize];
         let mut next_due_ms: Option<u64> = None;
-        for level in 1..=self.level_count {
-            let Some(queue) = self.queues.get(QueueRef::DelayLevel(level)) else {
+        for &timed in &self.timed_queues {
+            let Some(queue) = self.queues.get(timed.queue_ref()) else {
                 continue;
             };
-            let delivered = self.progress.cursors.delivered(level);
+            let delivered = self.progress.cursors.delivered(timed);
             let pending = queue.entry_count().saturating_sub(delivered);
-            pending_per_level.push((level, pending));
+            match timed {
+                TimedQueue::Level(level) => pending_per_level.push((level, pending)),
+                TimedQueue::TimerSlot(slot) => {
+                    if let Some(count) = pending_per_tier.get_mut(slot_tier(slot) as usize) {
+                        *count += pending;
+                    }
+                }
+            }
             if pending > 0 {
+                // A level's head is its next due time; a timer slot's head is released at the
+                // start of its due time's granule, a lower bound of its slot's due times.
                 if let Ok(head) = queue.get(delivered) {
                     next_due_ms = Some(next_due_ms.map_or(head.time_ms, |d| d.min(head.time_ms)));
                 }
@@ -881,132 +1119,12 @@ impl Inner {
             queues,
             consumers,
             pending_per_level,
+            pending_per_tier,
             next_due_ms,
             undeliverable: self.undeliverable.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            forced_deleted_messages: self.forced_deleted.load(Ordering::Relaxed),
             poisoned: self.log.is_poisoned(),
         }
-    }
-}
-
-impl DeliveryHost for Inner {
-    fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
-    fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
-    }
-
-    fn level_count(&self) -> u8 {
-        self.level_count
-    }
-
-    fn log_written_end(&self) -> u64 {
-        self.log.written_end()
-    }
-
-    fn level_queue_len(&self, level: u8) -> u64 {
-        self.queues
-            .get(QueueRef::DelayLevel(level))
-            .map_or(0, |q| q.entry_count())
-    }
-
-    fn level_entry(&self, level: u8, index: u64) -> Result<Entry> {
-        match self.queues.get(QueueRef::DelayLevel(level)) {
-            Some(queue) => queue.get(index),
-            None => Err(Error::Corruption {
-                file: crate::consume_queue::queue_dir(&self.dir, QueueRef::DelayLevel(level)),
-                offset: 0,
-                kind: DecodeError::Truncated {
-                    needed: index.saturating_add(1),
-                    available: 0,
-                },
-            }),
-        }
-    }
-
-    fn delivered(&self, level: u8) -> u64 {
-        self.progress.cursors.delivered(level)
-    }
-
-    fn store_ms(&self, entry: &Entry) -> Result<u64> {
-        let mut header = [0u8; HEADER_BYTES];
-        self.log.read_at(entry.log_offset, &mut header)?;
-        decode_header(&header, entry.log_offset)
-            .map(|h| h.store_ms)
-            .map_err(|kind| self.log.corruption(entry.log_offset, kind))
-    }
-
-    fn newest_store_ms(&self) -> u64 {
-        self.newest_store_ms.load(Ordering::Acquire)
-    }
-
-    fn repost(&self, origin: OriginRef, level: u8, now_ms: u64) -> Result<Option<u64>> {
-        let skip = |err: Error| {
-            self.undeliverable.fetch_add(1, Ordering::Relaxed);
-            eprintln!("delaystore: skipping an undeliverable delayed message: {err}");
-            Ok(None)
-        };
-        let bytes = match self.read_checked(origin.log_offset) {
-            Ok(bytes) => bytes,
-            Err(err @ Error::Corruption { .. }) => return skip(err),
-            Err(err) => return Err(err),
-        };
-        let record = match decode_record(&bytes, origin.log_offset) {
-            Ok(record) => record,
-            Err(kind) => return skip(self.log.corruption(origin.log_offset, kind)),
-        };
-        let (topic, queue, due_ms) = (record.topic, record.header.queue_id, record.header.due_ms);
-        let queue_count = self.meta.read().queue_count(topic).max(queue + 1);
-        let body = origin.encode();
-        let mut delivery = encode_message(&MessageFields {
-            kind: RecordKind::Delivery,
-            topic,
-            queue_id: queue,
-            key: "",
-            properties: &[],
-            body: &body,
-            delay_level: level,
-        })
-        .map_err(|kind| self.log.corruption(origin.log_offset, kind))?;
-        let appended = self.log.append(&mut delivery, now_ms, |log_offset| {
-            let queue_offset =
-                self.placements
-                    .lock()
-                    .next_topic_offset(topic, queue, queue_count)?;
-            let store_ms = self.stamp_store_time();
-            Ok(Placement {
-                log_offset,
-                store_ms,
-                due_ms,
-                queue_offset,
-            })
-        })?;
-        Ok(Some(appended.end_offset))
-    }
-
-    fn after_round(&self, log_end: u64) -> Result<()> {
-        // In sync mode a re-post becomes visible only once durable: sync now rather than at
-        // the next flush tick, so delivery is not late by a flush interval.
-        if self.options.sync_mode == SyncMode::Sync {
-            self.log.wait_durable(log_end)?;
-        }
-        Ok(())
-    }
-
-    fn sleep(&self, generation: u64, timeout: Duration) {
-        self.progress.signal.wait_past(generation, timeout);
-    }
-
-    fn generation(&self) -> u64 {
-        self.progress.signal.generation()
-    }
-
-    fn report(&self, what: &str, err: &Error) {
-        eprintln!("delaystore: {what}: {err}");
-    }
-
-    fn poisoned(&self) -> bool {
-        self.log.is_poisoned()
     }
 }

@@ -1,0 +1,261 @@
+//! Decisions: whether each delayed message was delivered or cancelled, found in O(1) by where
+//! the message was first indexed (its first timed queue and its offset there).
+//!
+//! One column of 8-byte slots per timed queue, in slot files of [`DECISION_FILE_SLOTS`] under
+//! `decisions/<timed-queue id>/<first slot, 20 digits>`, created on first use ([`SlotFile`]:
+//! memory-mapped atomics on the real file system, so a lookup costs no system call). A slot
+//! holds `kind << 62 | log offset of the deciding record` (0 = undecided): the deciding record
+//! (a delivery or a cancel) is the truth, the slot only finds it. Derived data like the
+//! consume queues: written when the decision is taken and again by dispatch from the record
+//! (so recovery's replay restores slots a crash lost), synced before each checkpoint. A slot
+//! may survive a crash that lost its record: readers ([`crate::store`]) check the record it
+//! points at and treat a slot whose record is gone as undecided.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::consume_queue::TimedQueue;
+use crate::error::{Error, Result};
+use crate::io::{FileSystem, SlotFile};
+use crate::naming::offset_file_name;
+
+/// Directory of the decision columns inside the store directory.
+pub const DECISIONS_DIR: &str = "decisions";
+/// Slots per decision file (512 KiB files).
+pub const DECISION_FILE_SLOTS: u64 = 64 * 1024;
+/// Most decision files kept open (each holds a file descriptor); a file closed to make room
+/// is synced first, so closing never loses a write the next checkpoint relies on.
+pub const OPEN_FILES_MAX: usize = 64;
+const SLOT_BYTES: u64 = 8;
+const OFFSET_MASK: u64 = (1 << 62) - 1;
+
+/// What was decided about a delayed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Re-posted to its target queue by the delivery record at this log offset.
+    Delivered(u64),
+    /// Cancelled by the cancel record at this log offset.
+    Cancelled(u64),
+}
+
+impl Decision {
+    /// The log offset of the deciding record.
+    pub fn record_offset(self) -> u64 {
+        match self {
+            Decision::Delivered(at) | Decision::Cancelled(at) => at,
+        }
+    }
+
+    fn encode(self) -> u64 {
+        match self {
+            Decision::Delivered(at) => 1 << 62 | (at & OFFSET_MASK),
+            Decision::Cancelled(at) => 2 << 62 | (at & OFFSET_MASK),
+        }
+    }
+
+    fn decode(slot: u64) -> Option<Self> {
+        let at = slot & OFFSET_MASK;
+        match slot >> 62 {
+            1 => Some(Decision::Delivered(at)),
+            2 => Some(Decision::Cancelled(at)),
+            _ => None,
+        }
+    }
+}
+
+/// Every decision column of a store.
+#[derive(Debug)]
+pub struct Decisions {
+    dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    files: RwLock<HashMap<(TimedQueue, u64), Arc<dyn SlotFile>>>,
+    /// Files known not to exist (only this store creates them, through [`Decisions::ensure`]),
+    /// so that looking up an undecided message costs no `stat`.
+    missing: RwLock<std::collections::HashSet<(TimedQueue, u64)>>,
+}
+
+impl Decisions {
+    /// The columns of the store in `store_dir` (files are opened on first use).
+    pub fn new(fs: Arc<dyn FileSystem>, store_dir: &Path) -> Self {
+        Decisions {
+            dir: store_dir.join(DECISIONS_DIR),
+            fs,
+            files: RwLock::new(HashMap::new()),
+            missing: RwLock::new(std::collections::HashSet::new()),
+        }
+    }
+
+    fn column_dir(&self, queue: TimedQueue) -> PathBuf {
+        self.dir.join(queue.to_id().to_string())
+    }
+
+    /// The file holding `index`, opened (or created, durably named) when `create`.
+    fn file(
+        &self,
+        queue: TimedQueue,
+        index: u64,
+        create: bool,
+    ) -> Result<Option<Arc<dyn SlotFile>>> {
+        let first = index - index % DECISION_FILE_SLOTS;
+        if let Some(file) = self.files.read().get(&(queue, first)) {
+            return Ok(Some(file.clone()));
+        }
+        if !create && self.missing.read().contains(&(queue, first)) {
+            return Ok(None);
+        }
+        let dir = self.column_dir(queue);
+        let path = dir.join(offset_file_name(first));
+        let exists = self.fs.exists(&path);
+        if !exists && !create {
+            self.missing.write().insert((queue, first));
+            return Ok(None);
+        }
+        self.missing.write().remove(&(queue, first));
+        let mut files = self.files.write();
+        if let Some(file) = files.get(&(queue, first)) {
+            return Ok(Some(file.clone()));
+        }
+        if !exists {
+            crate::io::create_dir_synced(self.fs.as_ref(), &dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        let file: Arc<dyn SlotFile> = Arc::from(
+            self.fs
+                .open_slots(&path, DECISION_FILE_SLOTS * SLOT_BYTES)
+                .map_err(|e| Error::io(&path, e))?,
+        );
+        if !exists {
+            self.fs.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        if files.len() >= OPEN_FILES_MAX {
+            self.close_one(&mut files, (queue, first))?;
+        }
+        files.insert((queue, first), file.clone());
+        Ok(Some(file))
+    }
+
+    /// Closes one open file other than `keep`, after syncing it. A failed sync keeps the file
+    /// open and is returned: the next checkpoint's sync then fails too and poisons the store.
+    fn close_one(
+        &self,
+        files: &mut HashMap<(TimedQueue, u64), Arc<dyn SlotFile>>,
+        keep: (TimedQueue, u64),
+    ) -> Result<()> {
+        let Some(key) = files.keys().copied().find(|key| *key != keep) else {
+            return Ok(());
+        };
+        if let Some(file) = files.get(&key) {
+            file.sync()
+                .map_err(|e| Error::io(self.slot_path(key.0, key.1), e))?;
+        }
+        files.remove(&key);
+        Ok(())
+    }
+
+    /// Deletes the files of `queue` whose slots all lie below `index`: the messages first
+    /// indexed there are gone from the log (retention), so no one asks for their decisions.
+    pub fn retire_below(&self, queue: TimedQueue, index: u64) -> Result<()> {
+        let dir = self.column_dir(queue);
+        if !self.fs.exists(&dir) {
+            return Ok(());
+        }
+        let names = self.fs.list_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut removed = false;
+        for name in names {
+            let Some(first) = crate::naming::parse_offset_file_name(&name) else {
+                continue;
+            };
+            if first.saturating_add(DECISION_FILE_SLOTS) > index {
+                continue;
+            }
+            self.files.write().remove(&(queue, first));
+            let path = dir.join(&name);
+            self.fs
+                .remove_file(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            removed = true;
+        }
+        if removed {
+            self.fs.sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn slot_path(&self, queue: TimedQueue, index: u64) -> PathBuf {
+        self.column_dir(queue)
+            .join(offset_file_name(index - index % DECISION_FILE_SLOTS))
+    }
+
+    /// The decision recorded for entry `index` of `queue`, unchecked (see the module docs).
+    pub fn get(&self, queue: TimedQueue, index: u64) -> Result<Option<Decision>> {
+        let Some(file) = self.file(queue, index, false)? else {
+            return Ok(None);
+        };
+        let slot = file
+            .load(index % DECISION_FILE_SLOTS)
+            .map_err(|e| Error::io(self.slot_path(queue, index), e))?;
+        Ok(Decision::decode(slot))
+    }
+
+    /// Makes sure the file holding entry `index`'s slot exists, so that a following
+    /// [`Decisions::set`] cannot fail for want of space: callers ensure it before they append
+    /// the deciding record.
+    pub fn ensure(&self, queue: TimedQueue, index: u64) -> Result<()> {
+        self.file(queue, index, true).map(|_| ())
+    }
+
+    /// Records a decision for entry `index` of `queue`.
+    pub fn set(&self, queue: TimedQueue, index: u64, decision: Decision) -> Result<()> {
+        let Some(file) = self.file(queue, index, true)? else {
+            return Ok(());
+        };
+        file.store(index % DECISION_FILE_SLOTS, decision.encode())
+            .map_err(|e| Error::io(self.slot_path(queue, index), e))
+    }
+
+    /// Makes every decision recorded so far durable.
+    pub fn sync_all(&self) -> Result<()> {
+        let files: Vec<((TimedQueue, u64), Arc<dyn SlotFile>)> = self
+            .files
+            .read()
+            .iter()
+            .map(|(key, file)| (*key, file.clone()))
+            .collect();
+        for ((queue, first), file) in files {
+            file.sync()
+                .map_err(|e| Error::io(self.slot_path(queue, first), e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::SimFs;
+
+    #[test]
+    fn slots_round_trip_and_default_to_undecided() {
+        let fs: Arc<dyn FileSystem> = Arc::new(SimFs::new());
+        let decisions = Decisions::new(fs, Path::new("/store"));
+        let queue = TimedQueue::TimerSlot(7);
+        assert_eq!(decisions.get(queue, 5).ok(), Some(None));
+        let far = DECISION_FILE_SLOTS * 3 + 1;
+        assert!(decisions.set(queue, 5, Decision::Cancelled(1234)).is_ok());
+        assert!(decisions.set(queue, far, Decision::Delivered(99)).is_ok());
+        assert_eq!(
+            decisions.get(queue, 5).ok(),
+            Some(Some(Decision::Cancelled(1234)))
+        );
+        assert_eq!(
+            decisions.get(queue, far).ok(),
+            Some(Some(Decision::Delivered(99)))
+        );
+        assert_eq!(decisions.get(queue, 6).ok(), Some(None));
+        assert_eq!(decisions.get(TimedQueue::Level(1), 5).ok(), Some(None));
+        assert!(decisions.sync_all().is_ok());
+    }
+}
