@@ -215,6 +215,7 @@ impl DispatchProgress {
             let from = self.dispatched_end();
             let to = limit.min(from.saturating_add(BATCH_BYTES_MAX));
             let done = dispatch_range(log, queues, decisions, &self.cursors, from, to, None)?;
+            failpoint!("dispatch.after_batch");
             if let Some(last) = done.last_record_offset {
                 self.last_record_offset.store(last, Ordering::Release);
             }

@@ -71,6 +71,17 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![warn(missing_docs)]
 
+/// Evaluates a failpoint (`src/failpoint.rs`): with the cargo feature `failpoints`, returns
+/// early from the enclosing function with an error if the point is armed with `error` (the error
+/// converts into [`Error`] or [`std::io::Error`] by `?`), or aborts the process if armed with
+/// `abort`. Without the feature it expands to nothing.
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        $crate::failpoint::hit($name)?;
+    };
+}
+
 mod bytes;
 pub mod checkpoint;
 pub mod clock;
@@ -82,6 +93,8 @@ pub mod delay_levels;
 pub mod delivery;
 pub mod dispatch;
 pub mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod framed;
 pub mod inspect;
 pub mod io;

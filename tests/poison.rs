@@ -112,3 +112,29 @@ fn failed_background_flush_poisons_async_store() {
     ));
     drop(store);
 }
+
+/// A failed directory sync while the dispatcher creates a consume-queue file must not wedge
+/// dispatch: the file was created but not recorded, so every retry failed with "File exists"
+/// and the message never became visible (found by the model test, `tests/model.rs`). Queue
+/// files are derived from the log (a queue file lost in a power loss is rebuilt at open), so the
+/// dispatcher may retry the creation, provided the half-made file is removed first.
+#[test]
+fn failed_sync_while_creating_a_queue_file_does_not_wedge_dispatch() {
+    for k in 0..6 {
+        let fs = SimFs::new();
+        let dir = Path::new("/queue-create");
+        let store = Store::open(dir, options(&fs, SyncMode::Async)).unwrap();
+        // Every sync from the k-th on fails for a moment: one of them is the queue file's.
+        fs.fail_syncs_after(Some(k));
+        store
+            .put_with(&Message::new("t", "first"), Durability::Buffered)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        fs.fail_syncs_after(None);
+        let got = store
+            .pull_wait("t", 0, 0, 10, std::time::Duration::from_secs(3))
+            .unwrap();
+        assert_eq!(got.len(), 1, "k={k}: the message never became visible");
+        drop(store);
+    }
+}

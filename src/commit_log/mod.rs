@@ -17,6 +17,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{FileSystem, OpenMode};
+use crate::naming::offset_file_name;
 use crate::options::SegmentFill;
 use crate::signal::Signal;
 use preallocate::{create_segment, Preallocator};
@@ -214,6 +215,7 @@ impl CommitLog {
             .file
             .write_at(pos, bytes)
             .map_err(|e| Error::io(&active.path, e))?;
+        failpoint!("log.after_write");
         active.file.publish(pos + len);
         writer.write_offset += len;
         let end_offset = writer.write_offset;
@@ -249,6 +251,32 @@ impl CommitLog {
         let base = active.end_offset();
         writer.write_offset = base;
         self.written_end.store(base, Ordering::Release);
+        failpoint!("log.roll.after_filler");
+        let next = match self.next_segment(base) {
+            Ok(next) => next,
+            Err(err) => {
+                // Creating a file that fails removes it; one left under its final name had
+                // its directory sync fail (or failed after it). A retry cannot create it
+                // again, and the directory's state is unknown after a failed sync: poison,
+                // as for any failed sync of the log (recovery reopens such an empty segment).
+                if self.fs.exists(&self.dir.join(offset_file_name(base))) {
+                    self.poison();
+                    eprintln!("delaystore: segment roll at {base} failed, log poisoned: {err}");
+                }
+                return Err(err);
+            }
+        };
+        let next = Arc::new(next);
+        self.segments.write().push(next.clone());
+        self.preallocator
+            .lock()
+            .request(next.end_offset(), self.segment_bytes);
+        writer.active = next;
+        Ok(())
+    }
+
+    /// The segment that starts at `base`: the preallocated one, or one created inline.
+    fn next_segment(&self, base: u64) -> Result<Segment> {
         let prepared = self.preallocator.lock().take(base, self.segment_bytes);
         let next = match prepared {
             Some(segment) => segment?,
@@ -263,13 +291,8 @@ impl CommitLog {
                 },
             )?,
         };
-        let next = Arc::new(next);
-        self.segments.write().push(next.clone());
-        self.preallocator
-            .lock()
-            .request(next.end_offset(), self.segment_bytes);
-        writer.active = next;
-        Ok(())
+        failpoint!("log.roll.after_create");
+        Ok(next)
     }
 
     /// The segment holding `log_offset`.
@@ -339,6 +362,7 @@ impl CommitLog {
         if from >= target {
             return Ok(());
         }
+        failpoint!("log.before_sync");
         let segments = self.segments();
         for segment in segments.iter() {
             let lo = from.max(segment.base_offset);
@@ -352,6 +376,7 @@ impl CommitLog {
                 return Err(Error::io(&segment.path, err));
             }
         }
+        failpoint!("log.after_sync");
         self.durable_end.fetch_max(target, Ordering::AcqRel);
         self.signal.notify();
         Ok(())

@@ -226,9 +226,16 @@ impl ConsumeQueue {
                 },
             )
             .map_err(|e| Error::io(&path, e))?;
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(|e| Error::io(&self.dir, e))?;
+        if let Err(err) = self.fs.sync_dir(&self.dir) {
+            // Remove the file, or every retry of the dispatcher fails with "File exists". A
+            // retry may sync the directory again: a queue file is derived from the log, and one
+            // whose entry a power loss drops anyway is rebuilt at open (R12, R19).
+            drop(file);
+            if let Err(remove) = self.fs.remove_file(&path) {
+                eprintln!("delaystore: cannot remove half-created {path:?}: {remove}");
+            }
+            return Err(Error::io(&self.dir, err));
+        }
         self.files.write().push(QueueFile {
             first_entry,
             capacity_entries: self.file_entries,

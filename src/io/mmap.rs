@@ -135,6 +135,7 @@ impl MappedFile for MmapFile {
     }
 
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        failpoint!("fs.sync_range");
         if len == 0 {
             return Ok(());
         }

@@ -58,7 +58,7 @@ impl Inner {
     /// Moves a message due at `due_ms` to the timer slot that fits the time left when the hop
     /// record is stamped.
     fn hop(&self, origin: &OriginRef, due_ms: u64, now_ms: u64) -> Result<u64> {
-        self.append_control(
+        let appended = self.append_control(
             RecordKind::Hop,
             &origin.encode(),
             due_ms,
@@ -68,16 +68,19 @@ impl Inner {
                 let offset = placements.next_timed_offset(TimedQueue::TimerSlot(slot));
                 (u32::from(slot), offset)
             },
-        )
-        .map(|appended| appended.end_offset)
+        )?;
+        failpoint!("delivery.after_hop");
+        Ok(appended.end_offset)
     }
 
     /// Consumes an entry without delivering anything.
     fn discard(&self, origin: &OriginRef, now_ms: u64) -> Result<u64> {
-        self.append_control(RecordKind::Discard, &origin.encode(), 0, now_ms, |_, _| {
-            (0, 0)
-        })
-        .map(|appended| appended.end_offset)
+        let appended =
+            self.append_control(RecordKind::Discard, &origin.encode(), 0, now_ms, |_, _| {
+                (0, 0)
+            })?;
+        failpoint!("delivery.after_discard");
+        Ok(appended.end_offset)
     }
 
     /// Discards an entry whose record is corrupt: counted and reported, never silent.
@@ -128,8 +131,10 @@ impl Inner {
             self.clock.now_ms(),
             |_, _| (0, 0),
         )?;
+        failpoint!("cancel.after_append");
         self.record_decision(origin, Decision::Cancelled(appended.placement.log_offset));
         self.cancelled.fetch_add(1, Ordering::Relaxed);
+        failpoint!("cancel.after_decision");
         Ok(appended.end_offset)
     }
 
@@ -192,6 +197,7 @@ impl Inner {
             })
         })?;
         self.record_decision(origin, Decision::Delivered(appended.placement.log_offset));
+        failpoint!("delivery.after_repost");
         Ok(appended.end_offset)
     }
 

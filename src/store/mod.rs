@@ -1041,6 +1041,7 @@ impl Inner {
         };
         self.sync_queues()?;
         self.log.sync_to(log_end_offset)?;
+        failpoint!("checkpoint.before_write");
         Checkpoint {
             log_end_offset,
             last_record_offset,

