@@ -463,7 +463,7 @@ fn soak() -> bool {
 #[test]
 fn sigkill_at_random_moments() {
     let seed = base_seed();
-    let rounds = if soak() { 1_000 } else { 150 };
+    let rounds = if soak() { 1_000 } else { 100 };
     let mut rng = SeededRng::new(seed);
     let mut figures = Figures::default();
     let mut round = 0;
@@ -495,7 +495,7 @@ fn sigkill_at_random_moments() {
 #[test]
 fn abort_at_every_failpoint() {
     let seed = base_seed();
-    let rounds_per_point = if soak() { 60 } else { 12 };
+    let rounds_per_point = if soak() { 60 } else { 3 };
     let mut rng = SeededRng::new(seed ^ 0xfa11);
     let mut total = Figures::default();
     let mut round = 0;
