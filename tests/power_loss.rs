@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use delaystore::io::{FileSystem, RealFs, SimFs};
 use delaystore::seeded::SeededRng;
-use delaystore::{Durability, ManualClock, Message, Options, Store, SyncMode};
+use delaystore::{
+    CancelOutcome, Clock, Durability, ManualClock, Message, MessageId, Options, Store, SyncMode,
+};
 
 const TOPICS: [&str; 2] = ["orders", "payments"];
 const LEVELS_MS: [u64; 2] = [1_000, 5_000];
@@ -46,6 +48,7 @@ impl Figures {
             + self.early
             + self.undelivered_overdue
             + self.not_a_prefix
+            + self.cancelled_delivered
     }
 }
 
@@ -60,6 +63,8 @@ struct Figures {
     undelivered_overdue: u64,
     not_a_prefix: u64,
     buffered_lost: u64,
+    cancels_acknowledged: u64,
+    cancelled_delivered: u64,
 }
 
 /// Every message in every queue of the test topics: body -> (count, delivered, due).
@@ -121,22 +126,49 @@ fn run_seed(seed: u64, power_loss: bool, mode: Mode, backend: Backend, figures: 
     // body -> due_ms (None: not delayed)
     let mut acknowledged: BTreeMap<String, Option<u64>> = BTreeMap::new();
     let mut attempted: BTreeSet<String> = BTreeSet::new();
+    // Delayed messages by body, with their ids, for cancels; and the bodies whose cancel
+    // answered `Cancelled` (durably, when the cancel was synced).
+    let mut delayed: Vec<(String, MessageId)> = Vec::new();
+    let mut cancelled: BTreeSet<String> = BTreeSet::new();
+    let mut cancelled_durable: BTreeSet<String> = BTreeSet::new();
     for step in 0..steps {
         if step == crash_at {
             break;
         }
-        match rng.below(10) {
+        match rng.below(12) {
             0 => clock.advance_ms(rng.below(3_000)),
             1 => store.flush().unwrap(),
+            2 if !delayed.is_empty() => {
+                let pick = rng.below(delayed.len() as u64) as usize;
+                let (body, id) = delayed.swap_remove(pick);
+                let durable = mode == Mode::Sync || rng.one_in(2);
+                let durability = if durable {
+                    Durability::Sync
+                } else {
+                    Durability::Buffered
+                };
+                if store.cancel_with(id, durability).unwrap() == CancelOutcome::Cancelled {
+                    figures.cancels_acknowledged += 1;
+                    if durable {
+                        cancelled_durable.insert(body.clone());
+                    }
+                    cancelled.insert(body);
+                }
+            }
             _ => {
                 let topic = TOPICS[(rng.below(2)) as usize];
-                let level = (rng.below(3)) as u8;
                 let body = format!("{seed}-{step}");
                 let size = (rng.below(3000)) as usize;
-                let mut message = Message::new(topic, body.clone())
+                let message = Message::new(topic, body.clone())
                     .with_key(format!("k{}", rng.below(7)))
-                    .with_property("pad", "x".repeat(size))
-                    .with_delay_level(level);
+                    .with_property("pad", "x".repeat(size));
+                // Levels, arbitrary delays (ms precision, across timer tiers) and absolute
+                // due times; all fall due before the check.
+                let mut message = match rng.below(4) {
+                    0 => message.with_delay_ms(rng.below(40_000)),
+                    1 => message.with_deliver_at_ms(clock.now_ms() + rng.below(40_000)),
+                    _ => message.with_delay_level(rng.below(3) as u8),
+                };
                 message.queue = None;
                 attempted.insert(body.clone());
                 let durable = mode == Mode::Sync || rng.one_in(3);
@@ -146,6 +178,9 @@ fn run_seed(seed: u64, power_loss: bool, mode: Mode, backend: Backend, figures: 
                     Durability::Buffered
                 };
                 let receipt = store.put_with(&message, durability).unwrap();
+                if receipt.due_ms.is_some_and(|due| due > receipt.store_ms) {
+                    delayed.push((body.clone(), receipt.id));
+                }
                 order.push((body.clone(), durable));
                 acknowledged.insert(body, receipt.due_ms);
             }
@@ -176,8 +211,12 @@ fn run_seed(seed: u64, power_loss: bool, mode: Mode, backend: Backend, figures: 
     clock.advance_ms(LEVELS_MS[1] * 10);
     let expected_delayed = acknowledged.values().filter(|d| d.is_some()).count();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pending_of = |stats: delaystore::Stats| -> u64 {
+        stats.pending_per_level.iter().map(|(_, n)| n).sum::<u64>()
+            + stats.pending_per_tier.iter().sum::<u64>()
+    };
     loop {
-        let pending: u64 = store.stats().pending_per_level.iter().map(|(_, n)| n).sum();
+        let pending = pending_of(store.stats());
         if pending == 0 || std::time::Instant::now() > deadline {
             break;
         }
@@ -189,7 +228,11 @@ fn run_seed(seed: u64, power_loss: bool, mode: Mode, backend: Backend, figures: 
     figures.acknowledged += acknowledged.len() as u64;
     // What survives is a prefix of the put order (one producer: log order = put order), and
     // it includes every message acknowledged durable, and, after a process crash, all.
-    let survived: Vec<bool> = order.iter().map(|(b, _)| seen.contains_key(b)).collect();
+    // A cancelled message is never seen: it counts as surviving if its put did.
+    let survived: Vec<bool> = order
+        .iter()
+        .map(|(b, _)| seen.contains_key(b) || cancelled.contains(b))
+        .collect();
     if let Some(first_gap) = survived.iter().position(|s| !s) {
         if survived[first_gap..].iter().any(|s| *s) {
             figures.not_a_prefix += 1;
@@ -198,8 +241,20 @@ fn run_seed(seed: u64, power_loss: bool, mode: Mode, backend: Backend, figures: 
             );
         }
     }
+    for body in &cancelled_durable {
+        if seen.contains_key(body) {
+            figures.cancelled_delivered += 1;
+            eprintln!(
+                "seed={seed} power_loss={power_loss} mode={mode:?}: cancelled {body} delivered"
+            );
+        }
+    }
     for (body, due) in &acknowledged {
         let durable = order.iter().any(|(b, d)| b == body && *d);
+        if cancelled.contains(body) && !seen.contains_key(body) {
+            // Cancelled (or, for a cancel a power loss took, possibly not): never delivered.
+            continue;
+        }
         match seen.get(body) {
             None if durable || !power_loss => {
                 figures.acknowledged_lost += 1;
@@ -233,8 +288,7 @@ fn run_seed(seed: u64, power_loss: bool, mode: Mode, backend: Backend, figures: 
             figures.duplicates += copies.len() as u64 - 1;
         }
     }
-    let pending: u64 = store.stats().pending_per_level.iter().map(|(_, n)| n).sum();
-    figures.undelivered_overdue += pending;
+    figures.undelivered_overdue += pending_of(store.stats());
     assert!(expected_delayed <= acknowledged.len());
     store.close().unwrap();
 }
@@ -265,7 +319,7 @@ fn suite_on(power_loss: bool, mode: Mode, backend: Backend) {
         }
     }
     println!(
-        "seed={base} crash_points={} crash={} mode={mode:?} backend={backend:?} acknowledged={} acknowledged_lost={} buffered_lost={} not_a_prefix={} phantom={} duplicates={} early={} undelivered_overdue={}",
+        "seed={base} crash_points={} crash={} mode={mode:?} backend={backend:?} acknowledged={} acknowledged_lost={} buffered_lost={} not_a_prefix={} phantom={} duplicates={} early={} undelivered_overdue={} cancels_acknowledged={} cancelled_delivered={}",
         figures.crash_points,
         if power_loss { "power_loss" } else { "process_crash" },
         figures.acknowledged,
@@ -275,7 +329,9 @@ fn suite_on(power_loss: bool, mode: Mode, backend: Backend) {
         figures.phantom,
         figures.duplicates,
         figures.early,
-        figures.undelivered_overdue
+        figures.undelivered_overdue,
+        figures.cancels_acknowledged,
+        figures.cancelled_delivered,
     );
     assert!(
         failing_seeds.is_empty() && figures.violations() == 0,
