@@ -228,10 +228,11 @@ fn run_seed(seed: u64, power_loss: bool, mode: Mode, backend: Backend, figures: 
     figures.acknowledged += acknowledged.len() as u64;
     // What survives is a prefix of the put order (one producer: log order = put order), and
     // it includes every message acknowledged durable, and, after a process crash, all.
-    // A cancelled message is never seen: it counts as surviving if its put did.
+    // A cancelled message is never seen, whether or not its put survived: it says nothing.
     let survived: Vec<bool> = order
         .iter()
-        .map(|(b, _)| seen.contains_key(b) || cancelled.contains(b))
+        .filter(|(b, _)| !cancelled.contains(b))
+        .map(|(b, _)| seen.contains_key(b))
         .collect();
     if let Some(first_gap) = survived.iter().position(|s| !s) {
         if survived[first_gap..].iter().any(|s| *s) {
