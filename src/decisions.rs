@@ -189,15 +189,42 @@ impl Decisions {
             .join(offset_file_name(index - index % DECISION_FILE_SLOTS))
     }
 
+    /// Runs `op` on the file holding entry `index`'s slot (opened, or created when `create`),
+    /// under the read lock of the open files: a file is closed only under the write lock, after
+    /// a sync, so no store can land in a file after the sync that closed it (the next
+    /// checkpoint's `sync_all` would not see it). `None` when the file does not exist.
+    fn with_file<T>(
+        &self,
+        queue: TimedQueue,
+        index: u64,
+        create: bool,
+        op: impl Fn(&dyn SlotFile) -> std::io::Result<T>,
+    ) -> Result<Option<T>> {
+        let first = index - index % DECISION_FILE_SLOTS;
+        // Opening may close another file; it takes a storm of 64 other opens in between to
+        // close this one again before we use it, so a few attempts are plenty.
+        for _ in 0..8 {
+            if let Some(file) = self.files.read().get(&(queue, first)) {
+                return op(file.as_ref())
+                    .map(Some)
+                    .map_err(|e| Error::io(self.slot_path(queue, index), e));
+            }
+            if self.file(queue, index, create)?.is_none() {
+                return Ok(None);
+            }
+        }
+        Err(Error::io(
+            self.slot_path(queue, index),
+            std::io::Error::other("decision file closed repeatedly while opening it"),
+        ))
+    }
+
     /// The decision recorded for entry `index` of `queue`, unchecked (see the module docs).
     pub fn get(&self, queue: TimedQueue, index: u64) -> Result<Option<Decision>> {
-        let Some(file) = self.file(queue, index, false)? else {
-            return Ok(None);
-        };
-        let slot = file
-            .load(index % DECISION_FILE_SLOTS)
-            .map_err(|e| Error::io(self.slot_path(queue, index), e))?;
-        Ok(Decision::decode(slot))
+        let slot = self.with_file(queue, index, false, |file| {
+            file.load(index % DECISION_FILE_SLOTS)
+        })?;
+        Ok(slot.and_then(Decision::decode))
     }
 
     /// Makes sure the file holding entry `index`'s slot exists, so that a following
@@ -209,11 +236,10 @@ impl Decisions {
 
     /// Records a decision for entry `index` of `queue`.
     pub fn set(&self, queue: TimedQueue, index: u64, decision: Decision) -> Result<()> {
-        let Some(file) = self.file(queue, index, true)? else {
-            return Ok(());
-        };
-        file.store(index % DECISION_FILE_SLOTS, decision.encode())
-            .map_err(|e| Error::io(self.slot_path(queue, index), e))
+        self.with_file(queue, index, true, |file| {
+            file.store(index % DECISION_FILE_SLOTS, decision.encode())
+        })
+        .map(|_| ())
     }
 
     /// Makes every decision recorded so far durable.
