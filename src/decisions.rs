@@ -107,6 +107,14 @@ impl Decisions {
         if !create && self.missing.read().contains(&(queue, first)) {
             return Ok(None);
         }
+        // The existence check, the note that a file is missing and its creation all happen
+        // under the write lock: otherwise a lookup could note a file missing just after another
+        // thread created it, and once that file was closed (to stay under OPEN_FILES_MAX) every
+        // lookup would take its decisions for undecided: a cancelled message got delivered.
+        let mut files = self.files.write();
+        if let Some(file) = files.get(&(queue, first)) {
+            return Ok(Some(file.clone()));
+        }
         let dir = self.column_dir(queue);
         let path = dir.join(offset_file_name(first));
         let exists = self.fs.exists(&path);
@@ -115,10 +123,6 @@ impl Decisions {
             return Ok(None);
         }
         self.missing.write().remove(&(queue, first));
-        let mut files = self.files.write();
-        if let Some(file) = files.get(&(queue, first)) {
-            return Ok(Some(file.clone()));
-        }
         if !exists {
             crate::io::create_dir_synced(self.fs.as_ref(), &dir).map_err(|e| Error::io(&dir, e))?;
         }

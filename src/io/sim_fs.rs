@@ -36,10 +36,11 @@ struct Inode {
     durable: Vec<u8>,
     /// Unit size for durability (page or sector).
     unit_bytes: usize,
-    /// Units written since their last sync, with the byte range written in each: a power
-    /// loss may damage those bytes only (synced bytes stay intact, as on media that write
-    /// 512-byte sectors atomically: REFERENCE.md section 5).
-    dirty: BTreeMap<usize, (usize, usize)>,
+    /// Units written since their last sync, with the byte ranges written in each (kept apart:
+    /// a slot file rewrites scattered slots of one sector, and the synced bytes between them
+    /// must not be counted as written): a power loss may damage those bytes only (synced bytes
+    /// stay intact, as on media that write 512-byte sectors atomically: REFERENCE.md section 5).
+    dirty: BTreeMap<usize, Vec<(usize, usize)>>,
 }
 
 impl Inode {
@@ -64,8 +65,12 @@ impl Inode {
             for unit in offset / self.unit_bytes..=(end - 1) / self.unit_bytes {
                 let lo = offset.max(unit * self.unit_bytes);
                 let hi = end.min((unit + 1) * self.unit_bytes);
-                let range = self.dirty.entry(unit).or_insert((lo, hi));
-                *range = (range.0.min(lo), range.1.max(hi));
+                let ranges = self.dirty.entry(unit).or_default();
+                // Merge with a range it overlaps or touches; otherwise keep it apart.
+                match ranges.iter_mut().find(|r| lo <= r.1 && r.0 <= hi) {
+                    Some(range) => *range = (range.0.min(lo), range.1.max(hi)),
+                    None => ranges.push((lo, hi)),
+                }
             }
         }
     }
@@ -102,16 +107,36 @@ impl Inode {
         if self.data.len() > out.len() && rng.one_in(2) {
             out.resize(self.data.len(), 0);
         }
-        for &(start, end) in self.dirty.values() {
+        // One fate per unit (a sector is written whole or not at all, or torn), applied to
+        // every range written in it.
+        for ranges in self.dirty.values() {
+            let fate = rng.below(5);
+            for &(start, end) in ranges {
+                self.resolve_range(&mut out, start, end, fate, rng);
+            }
+        }
+        out
+    }
+
+    /// Applies a power-loss fate to the written range `[start, end)` of `out`.
+    fn resolve_range(
+        &self,
+        out: &mut [u8],
+        start: usize,
+        end: usize,
+        fate: u64,
+        rng: &mut SeededRng,
+    ) {
+        {
             let end = end.min(out.len());
             if start >= end {
-                continue;
+                return;
             }
             let new = self.data.get(start..end).unwrap_or_default();
             let Some(dst) = out.get_mut(start..end) else {
-                continue;
+                return;
             };
-            match rng.below(5) {
+            match fate {
                 0 => dst.copy_from_slice(new.get(..dst.len()).unwrap_or(new)),
                 1 => {} // old bytes stay
                 2 => dst.fill(0),
@@ -126,7 +151,6 @@ impl Inode {
                 }
             }
         }
-        out
     }
 }
 
