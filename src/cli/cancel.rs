@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use clap::Args;
-use delaystore::{Durability, Error, MessageId};
+use delaystore::{Error, MessageId};
 
 use super::{emit, open_store, report_error, EXIT_PROBLEM};
 
@@ -19,11 +19,7 @@ pub struct CancelArgs {
 
 pub fn run(dir: &Path, args: &CancelArgs) -> Result<i32, Error> {
     let store = open_store(dir, false)?;
-    let durability = if args.sync {
-        Durability::Sync
-    } else {
-        Durability::Default
-    };
+    let durability = super::durability(args.sync);
     let mut code = 0;
     for (line, text) in (1u64..).zip(&args.ids) {
         let Ok(id) = text.parse::<MessageId>() else {

@@ -106,6 +106,15 @@ pub fn run() -> i32 {
     }
 }
 
+/// The durability a command's `--sync` flag asks for.
+pub fn durability(sync: bool) -> delaystore::Durability {
+    if sync {
+        delaystore::Durability::Sync
+    } else {
+        delaystore::Durability::Default
+    }
+}
+
 /// Prints one JSON value as a line on stdout and flushes, so a reader sees it at once.
 pub fn emit(value: &serde_json::Value) {
     let stdout = std::io::stdout();

@@ -71,11 +71,7 @@ impl PutLine {
 
 pub fn run(dir: &Path, args: &PutArgs) -> Result<i32, Error> {
     let store = open_store(dir, true)?;
-    let durability = if args.sync {
-        Durability::Sync
-    } else {
-        Durability::Default
-    };
+    let durability = super::durability(args.sync);
     let code = match args.count {
         Some(count) => generate(store, args, count, durability)?,
         None => from_stdin(&store, durability).and_then(|code| {

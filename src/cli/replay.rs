@@ -9,7 +9,7 @@ use clap::Args;
 use delaystore::inspect::replay::{
     apply_replay, plan_replay, ReplayItem, ReplaySelection, ReplayTarget,
 };
-use delaystore::{Durability, Error, MessageId};
+use delaystore::{Error, MessageId};
 
 use super::dump::{body_json, BodyFormat};
 use super::{emit, open_store, report_error, EXIT_FAILED};
@@ -117,11 +117,7 @@ pub fn run(dir: &Path, args: &ReplayArgs) -> Result<i32, Error> {
         }));
         return Ok(0);
     }
-    let durability = if args.sync {
-        Durability::Sync
-    } else {
-        Durability::Default
-    };
+    let durability = super::durability(args.sync);
     let receipts = apply_replay(&store, &items, durability);
     let close = store.close();
     let receipts = receipts?;

@@ -271,6 +271,14 @@ impl ConsumeQueues {
         Ok(self.insert(&key.to_key(), queue))
     }
 
+    /// The entry count of every queue, in key order.
+    pub fn entry_counts(&self) -> Vec<(QueueKey, u64)> {
+        self.all()
+            .into_iter()
+            .map(|(key, queue)| (key, queue.entry_count()))
+            .collect()
+    }
+
     /// Every queue with its key, in key order.
     pub fn all(&self) -> Vec<(QueueKey, Arc<ConsumeQueue>)> {
         let mut out = Vec::new();

@@ -62,13 +62,7 @@ impl FileSystem for RealFs {
     }
 
     fn open_slots(&self, path: &Path, len_bytes: u64) -> io::Result<Box<dyn SlotFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let mut file = file;
+        let mut file = open_or_create(path)?;
         let mut len = file.metadata()?.len();
         if len < len_bytes {
             // Reserved, not sparse: a store into a hole on a full disk would raise SIGBUS.
@@ -102,18 +96,23 @@ impl FileSystem for RealFs {
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_or_create(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(FileLock { _file: file }))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(err)) => Err(err),
         }
     }
+}
+
+/// Opens `path` for reading and writing, creating it empty if missing (never truncating).
+fn open_or_create(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
 }
 
 /// Creates `path` (which must not exist), gives it `len_bytes` of blocks with `allocate`, syncs

@@ -116,8 +116,9 @@ impl DueRule {
     fn due_ms(self, store_ms: u64) -> u64 {
         match self {
             DueRule::Now => 0,
-            DueRule::Level { delay_ms } => store_ms.saturating_add(delay_ms).max(1),
-            DueRule::After { delay_ms } => store_ms.saturating_add(delay_ms).max(1),
+            DueRule::Level { delay_ms } | DueRule::After { delay_ms } => {
+                store_ms.saturating_add(delay_ms).max(1)
+            }
             DueRule::At { due_ms } => due_ms,
         }
     }
@@ -465,12 +466,7 @@ impl Store {
                     queue_offset,
                 })
             })?;
-        let sync = match durability {
-            Durability::Sync => true,
-            Durability::Buffered => false,
-            Durability::Default => inner.options.sync_mode == SyncMode::Sync,
-        };
-        if sync {
+        if inner.syncs(durability) {
             inner.log.wait_durable(appended.end_offset)?;
         }
         Ok(PutReceipt {
@@ -515,12 +511,7 @@ impl Store {
                 }
             }
         };
-        let sync = match durability {
-            Durability::Sync => true,
-            Durability::Buffered => false,
-            Durability::Default => inner.options.sync_mode == SyncMode::Sync,
-        };
-        if sync {
+        if inner.syncs(durability) {
             // The deciding record (this cancel, or an earlier delivery or cancel) is below
             // the written end: once that is durable, the answer survives any crash.
             inner.log.wait_durable(inner.log.written_end())?;
@@ -760,6 +751,15 @@ impl Inner {
             first,
             first_offset: header.queue_offset,
         }))
+    }
+
+    /// Whether a call under `durability` returns only once its record is durable.
+    fn syncs(&self, durability: Durability) -> bool {
+        match durability {
+            Durability::Sync => true,
+            Durability::Buffered => false,
+            Durability::Default => self.options.sync_mode == SyncMode::Sync,
+        }
     }
 
     /// Checks a message's delay fields and says when it falls due.
@@ -1021,22 +1021,14 @@ impl Inner {
         if self.log.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        let (log_end_offset, last_record_offset, queue_counts, level_cursors) = {
+        let (log_end_offset, last_record_offset, queue_counts, cursors, segment_refs) = {
             let _batch = self.progress.batch.lock();
-            let counts: Vec<(QueueKey, u64)> = self
-                .queues
-                .all()
-                .into_iter()
-                .map(|(key, queue)| (key, queue.entry_count()))
-                .collect();
             (
                 self.progress.dispatched_end(),
                 self.progress.last_record_offset(),
-                counts,
-                (
-                    self.progress.cursors.to_list(),
-                    self.progress.cursors.segment_refs(),
-                ),
+                self.queues.entry_counts(),
+                self.progress.cursors.to_list(),
+                self.progress.cursors.segment_refs(),
             )
         };
         self.sync_queues()?;
@@ -1048,8 +1040,8 @@ impl Inner {
             written_ms: self.clock.now_ms(),
             clean_shutdown,
             queue_counts,
-            cursors: level_cursors.0,
-            segment_refs: level_cursors.1,
+            cursors,
+            segment_refs,
         }
         .store(self.fs.as_ref(), &self.dir)?;
         *last_checkpoint = Instant::now();
@@ -1060,12 +1052,7 @@ impl Inner {
 
     fn stats(&self) -> Stats {
         let segments = self.log.segments();
-        let queues: Vec<(QueueKey, u64)> = self
-            .queues
-            .all()
-            .into_iter()
-            .map(|(key, queue)| (key, queue.entry_count()))
-            .collect();
+        let queues = self.queues.entry_counts();
         let consumers = self
             .offsets
             .snapshot()
