@@ -48,10 +48,12 @@ fn puts_fail_cleanly_on_a_full_disk_and_resume_when_space_is_freed() {
         assert!(matches!(err, Error::DiskFull { .. }), "{err}");
         // The store is not poisoned: it still fails the same clean way, and reads work.
         assert!(!store.stats().poisoned);
-        assert!(matches!(
-            store.put(&Message::new("t", body.clone()).with_queue(0)),
-            Err(Error::DiskFull { .. })
-        ));
+        let again = store.put(&Message::new("t", body.clone()).with_queue(0));
+        assert!(
+            matches!(again, Err(Error::DiskFull { .. })),
+            "{sync_mode:?}: after {err}, {again:?} (used {} bytes)",
+            fs.used_bytes()
+        );
         let got = common::pull_all(&store, "t", 0, 0, acked.len());
         assert_eq!(
             got.len(),

@@ -581,3 +581,156 @@ fn model_harness_sees_a_plain_sequence() {
         run(mode, &ops, &mut Figures::default());
     }
 }
+
+/// A case proptest found in CI (1 run in ~6 failed): `Store::stats` read the queue counts
+/// before the dispatched end, so a batch dispatched between the two reads made a due level
+/// message look delivered and `settle` returned before its delivery.
+#[test]
+fn model_regression_stats_snapshot_after_a_late_sync() {
+    let ops = [
+        Op::FailSync { after: 2 },
+        Op::Put {
+            topic: 1,
+            queue: 0,
+            level: 1,
+            pad_bytes: 1092,
+            durable: true,
+        },
+        Op::Reopen,
+        Op::Put {
+            topic: 0,
+            queue: 1,
+            level: 0,
+            pad_bytes: 77,
+            durable: true,
+        },
+        Op::Reopen,
+        Op::Advance { ms: 6189 },
+        Op::Put {
+            topic: 0,
+            queue: 1,
+            level: 2,
+            pad_bytes: 1934,
+            durable: true,
+        },
+        Op::Put {
+            topic: 0,
+            queue: 1,
+            level: 1,
+            pad_bytes: 2221,
+            durable: true,
+        },
+        Op::Put {
+            topic: 0,
+            queue: 1,
+            level: 1,
+            pad_bytes: 2292,
+            durable: false,
+        },
+        Op::PullCommit {
+            topic: 0,
+            queue: 1,
+            max: 3,
+        },
+        Op::Advance { ms: 4812 },
+        Op::Put {
+            topic: 1,
+            queue: 0,
+            level: 2,
+            pad_bytes: 779,
+            durable: true,
+        },
+        Op::Advance { ms: 677 },
+        Op::Put {
+            topic: 1,
+            queue: 0,
+            level: 1,
+            pad_bytes: 1910,
+            durable: false,
+        },
+        Op::Advance { ms: 1886 },
+        Op::Put {
+            topic: 0,
+            queue: 1,
+            level: 0,
+            pad_bytes: 1617,
+            durable: false,
+        },
+        Op::FailSync { after: 1 },
+        Op::FailSync { after: 0 },
+        Op::Kill,
+        Op::Put {
+            topic: 0,
+            queue: 1,
+            level: 2,
+            pad_bytes: 1118,
+            durable: false,
+        },
+        Op::Put {
+            topic: 1,
+            queue: 0,
+            level: 1,
+            pad_bytes: 1011,
+            durable: true,
+        },
+        Op::Put {
+            topic: 1,
+            queue: 0,
+            level: 2,
+            pad_bytes: 128,
+            durable: true,
+        },
+        Op::PullCommit {
+            topic: 0,
+            queue: 1,
+            max: 5,
+        },
+        Op::Advance { ms: 4843 },
+        Op::Put {
+            topic: 0,
+            queue: 1,
+            level: 0,
+            pad_bytes: 449,
+            durable: false,
+        },
+        Op::Put {
+            topic: 0,
+            queue: 0,
+            level: 2,
+            pad_bytes: 453,
+            durable: true,
+        },
+        Op::Advance { ms: 2388 },
+        Op::Advance { ms: 2292 },
+        Op::Reopen,
+        Op::Put {
+            topic: 1,
+            queue: 0,
+            level: 1,
+            pad_bytes: 615,
+            durable: false,
+        },
+        Op::Put {
+            topic: 0,
+            queue: 0,
+            level: 0,
+            pad_bytes: 2268,
+            durable: true,
+        },
+        Op::Put {
+            topic: 0,
+            queue: 1,
+            level: 1,
+            pad_bytes: 1637,
+            durable: true,
+        },
+        Op::Put {
+            topic: 0,
+            queue: 1,
+            level: 2,
+            pad_bytes: 1306,
+            durable: false,
+        },
+    ];
+    run(SyncMode::Sync, &ops, &mut Figures::default());
+}

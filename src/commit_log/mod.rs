@@ -20,7 +20,7 @@ use crate::io::{FileSystem, OpenMode};
 use crate::naming::offset_file_name;
 use crate::options::SegmentFill;
 use crate::signal::Signal;
-use preallocate::{create_segment, Preallocator};
+use preallocate::{create_segment, Preallocator, Prepared};
 use record::{checked_bytes, decode_header, encode_filler, EncodedRecord, Placement, HEADER_BYTES};
 use segment::Segment;
 
@@ -277,20 +277,27 @@ impl CommitLog {
 
     /// The segment that starts at `base`: the preallocated one, or one created inline.
     fn next_segment(&self, base: u64) -> Result<Segment> {
-        let prepared = self.preallocator.lock().take(base, self.segment_bytes);
-        let next = match prepared {
-            Some(segment) => segment?,
+        let preallocator = self.preallocator.lock();
+        let next = match preallocator.take(base, self.segment_bytes) {
+            Prepared::Ready(segment) => segment?,
             // Not ready: do not hold the append lock while the disk zero-fills; reserving the
             // blocks is nearly instant.
-            None => create_segment(
-                self.fs.as_ref(),
-                &self.dir,
-                base,
-                OpenMode::CreateAllocated {
+            prepared => {
+                let mode = OpenMode::CreateAllocated {
                     len_bytes: self.segment_bytes,
-                },
-            )?,
+                };
+                match create_segment(self.fs.as_ref(), &self.dir, base, mode) {
+                    // The disk may be full only of the segment just abandoned: once the
+                    // preallocator has removed it, one retry decides.
+                    Err(Error::DiskFull { .. }) if matches!(prepared, Prepared::Abandoned) => {
+                        preallocator.wait_discarded();
+                        create_segment(self.fs.as_ref(), &self.dir, base, mode)?
+                    }
+                    made => made?,
+                }
+            }
         };
+        drop(preallocator);
         failpoint!("log.roll.after_create");
         Ok(next)
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::segment::Segment;
 use crate::error::{Error, Result};
@@ -43,6 +43,17 @@ pub fn create_segment(
     })
 }
 
+/// What the writer finds when it wants the next segment.
+#[derive(Debug)]
+pub enum Prepared {
+    /// The prepared segment, or the error its preparation met.
+    Ready(Result<Segment>),
+    /// It was still being prepared: abandoned (the thread removes it), create it inline.
+    Abandoned,
+    /// Never asked for (or already taken): create it inline.
+    Absent,
+}
+
 /// A request: (base offset, length in bytes).
 type Request = (u64, u64);
 
@@ -59,6 +70,8 @@ struct State {
 #[derive(Debug, Default)]
 struct Shared {
     state: Mutex<State>,
+    /// Notified when the thread has removed an abandoned segment.
+    discarded: Condvar,
 }
 
 /// The background segment preparer.
@@ -116,22 +129,35 @@ impl Preallocator {
         }
     }
 
-    /// Takes the segment prepared at `base_offset`, if it is ready. If it is still being
-    /// prepared, it is abandoned (the thread discards it) and `None` is returned: the writer
-    /// creates it inline rather than wait. A failed preparation is returned as its error.
-    pub fn take(&self, base_offset: u64, len_bytes: u64) -> Option<Result<Segment>> {
+    /// Takes the segment prepared at `base_offset`, if it is ready (a failed preparation is
+    /// its error). If it is still being prepared, it is abandoned (the thread discards it): the
+    /// writer creates it inline rather than wait.
+    pub fn take(&self, base_offset: u64, len_bytes: u64) -> Prepared {
         let mut state = self.shared.state.lock();
         let ready = state.ready.as_ref().is_some_and(|(b, r)| {
             *b == base_offset && r.as_ref().map_or(true, |s| s.len_bytes() == len_bytes)
         });
         if ready {
-            return state.ready.take().map(|(_, segment)| segment);
+            if let Some((_, segment)) = state.ready.take() {
+                return Prepared::Ready(segment);
+            }
         }
         if state.in_flight == Some(base_offset) {
             state.in_flight = None;
             state.abandoned.push(base_offset);
+            return Prepared::Abandoned;
         }
-        None
+        Prepared::Absent
+    }
+
+    /// Waits until the thread has discarded every abandoned segment, releasing its space. A
+    /// writer whose inline creation found the disk full after abandoning a preparation calls
+    /// it before its one retry: the space may have been held by the very segment it abandoned.
+    pub fn wait_discarded(&self) {
+        let mut state = self.shared.state.lock();
+        while !state.abandoned.is_empty() && self.thread.is_some() {
+            self.shared.discarded.wait(&mut state);
+        }
     }
 
     /// Stops the thread, waiting for a preparation in flight.
@@ -187,6 +213,7 @@ fn prepare(fs: &dyn FileSystem, dir: &Path, shared: &Shared, base: u64, mode: Op
                     eprintln!("delaystore: cannot remove abandoned {temp:?}: {err}");
                 }
             }
+            shared.discarded.notify_all();
         }
     }
 }

@@ -1051,6 +1051,9 @@ impl Inner {
     }
 
     fn stats(&self) -> Stats {
+        // One snapshot of dispatch: queue counts, delivery cursors and the dispatched end
+        // agree (read apart, a batch between them made due messages look delivered).
+        let _batch = self.progress.batch.lock();
         let segments = self.log.segments();
         let queues = self.queues.entry_counts();
         let consumers = self
