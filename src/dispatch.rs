@@ -288,6 +288,11 @@ pub fn dispatch_range(
                     entries += 1;
                 }
             }
+        }
+        // Every record but a filler is one a checkpoint may end after: also a cancel or a
+        // discard, which index nothing (a checkpoint ending after one once named the record
+        // before it and was rejected by recovery).
+        if header.kind != RecordKind::Filler {
             last = Some(pos);
         }
         let names_origin = match header.kind {

@@ -286,11 +286,18 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
     let mut queues_rebuilt = Vec::new();
     let mut rebuild_from = scan_from;
     for key in keys {
-        let count = expected
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or(0, |(_, c)| *c);
         let mut queue = queues.open_detached(key.as_ref())?;
+        // Without a checkpoint, the files say how far the queue went: the entries whose
+        // records retention deleted cannot be replayed from the log, so they are kept (the
+        // search below keeps exactly those) and the queue's numbering goes on after them. A
+        // queue restarted at 0 would reuse offsets that surviving delivery records name.
+        let count = match &checkpoint {
+            Some(_) => expected
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(0, |(_, c)| *c),
+            None => queue.contiguous_end(),
+        };
         let good = good_prefix(&log, &queue, &key, count, scan_from);
         if good < count {
             queues_rebuilt.push(key.clone());
@@ -301,7 +308,8 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
                     .unwrap_or(first_offset),
                 _ => first_offset,
             };
-            rebuild_from = rebuild_from.min(restart);
+            // An entry whose record retention deleted ends below the log start.
+            rebuild_from = rebuild_from.min(restart.max(first_offset));
         }
         // Files are pre-sized: an entry that decodes past `good` is one being dropped.
         if queue.get(good).is_ok() {

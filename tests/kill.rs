@@ -17,21 +17,25 @@
 //! Every fourth message has an arbitrary delay (up to 1.5 s, so it hops down the timer wheel),
 //! and the child cancels one in eight a few puts after putting it (sync mode: an answered
 //! cancel is durable). An acknowledged `cancelled` must never be delivered; an unanswered
-//! cancel allows either outcome; `already_delivered` must be delivered. The rounds armed at
-//! the retention failpoint run retention (by disk usage, past 4 segments): messages below the
-//! log start after the check are counted as retired, not lost.
+//! cancel allows either outcome; `already_delivered` must be delivered. Every third round, and
+//! the rounds armed at the retention failpoint, run retention (by disk usage, past 4 segments):
+//! messages below the log start after the check are counted as retired, not lost.
 //!
-//! Rounds: 150 random kills by default, 1,000 with `DELAYSTORE_SOAK`; with failpoints, 12 per
-//! point (60 with `DELAYSTORE_SOAK`). `DELAYSTORE_SEED=n` reproduces a run: the seed drives
-//! every kill delay and skip count (the child's timing still varies from run to run, as a
-//! kill's does).
+//! Rounds: 240 random kills by default, 1,000 with `DELAYSTORE_SOAK`; with failpoints, 6 per
+//! point (60 with `DELAYSTORE_SOAK`; `DELAYSTORE_FAILPOINT_ONLY=NAME` runs one point). Each
+//! round waits in real time for its delayed messages (up to 1.5 s), so directories run
+//! [`KILL_THREADS`] at a time; the rounds of one directory run in order. `DELAYSTORE_SEED=n`
+//! reproduces a run: the seed plans every kill delay and skip count before any round starts
+//! (the child's timing still varies from run to run, as a kill's does).
+//! `DELAYSTORE_KEEP_FAILED=DIR` copies the directory of a round that lost or duplicated
+//! something, as the kill left it (before the reopen), to `DIR/round<N>` for analysis.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -43,6 +47,8 @@ const TOPICS: [&str; 2] = ["ka", "kb"];
 const LEVELS: &str = "20ms 60ms";
 const PUTS_MAX: u64 = 4_000;
 const ROUNDS_PER_DIR: u64 = 6;
+/// Directories run at the same time (their rounds mostly wait for due times).
+const KILL_THREADS: usize = 8;
 
 /// Store options; `retention` deletes the oldest segments past 4 of them (unpinned ones only).
 fn options(retention: bool) -> Options {
@@ -86,11 +92,11 @@ fn delayed_message(round: u64, i: u64) -> Message {
 /// delay, put a few puts earlier: usually pending, sometimes already delivered).
 const CANCEL_LAG: u64 = 5;
 
-/// Whether a round's store runs retention: the rounds armed at the retention failpoint. (Every
-/// third round ran it too, until a round lost an acknowledged message after an abort at
-/// `delivery.after_hop` with retention on: open, see docs/testing.md §8.)
-fn retention_for(_round: u64, failpoints: Option<&str>) -> bool {
-    failpoints.is_some_and(|spec| spec.starts_with("retention."))
+/// Whether a round's store runs retention: every third round, and the rounds armed at the
+/// retention failpoint. (A round after a retention round once lost timer messages: recovery
+/// R25 and R26 in docs/recovery.md.)
+fn retention_for(round: u64, failpoints: Option<&str>) -> bool {
+    round.is_multiple_of(3) || failpoints.is_some_and(|spec| spec.starts_with("retention."))
 }
 
 /// Parses a body back into (round, i).
@@ -182,6 +188,33 @@ struct Figures {
 }
 
 impl Figures {
+    fn add(&mut self, other: &Figures) {
+        self.rounds += other.rounds;
+        self.killed += other.killed;
+        self.aborted_at_failpoint += other.aborted_at_failpoint;
+        self.failpoint_not_reached += other.failpoint_not_reached;
+        self.acknowledged += other.acknowledged;
+        self.acknowledged_lost += other.acknowledged_lost;
+        self.phantom += other.phantom;
+        self.duplicates += other.duplicates;
+        self.early += other.early;
+        self.undelivered_overdue += other.undelivered_overdue;
+        self.child_errors += other.child_errors;
+        self.cancels_acked += other.cancels_acked;
+        self.cancelled_delivered += other.cancelled_delivered;
+        self.retired_by_retention += other.retired_by_retention;
+    }
+
+    fn violations(&self) -> u64 {
+        self.acknowledged_lost
+            + self.phantom
+            + self.duplicates
+            + self.early
+            + self.undelivered_overdue
+            + self.cancelled_delivered
+            + self.child_errors
+    }
+
     fn line(&self, seed: u64, what: &str) -> String {
         format!(
             "seed={seed} suite={what} kill_rounds={} killed={} aborted_at_failpoint={} failpoint_not_reached={} acknowledged={} cancels_acknowledged={} retired_by_retention={} acknowledged_lost={} phantom={} duplicates={} early={} undelivered_overdue={} cancelled_delivered={} child_errors={}",
@@ -194,15 +227,8 @@ impl Figures {
 
     fn assert_clean(&self, seed: u64, what: &str) {
         let line = self.line(seed, what);
-        let clean = self.acknowledged_lost == 0
-            && self.phantom == 0
-            && self.duplicates == 0
-            && self.early == 0
-            && self.undelivered_overdue == 0
-            && self.cancelled_delivered == 0
-            && self.child_errors == 0;
         assert!(
-            clean,
+            self.violations() == 0,
             "{line}\nreproduce with DELAYSTORE_SEED={seed} cargo test --release --test kill"
         );
     }
@@ -356,6 +382,16 @@ fn run_round(
 
 /// Reopens the store and checks every invariant against what the children acknowledged.
 fn check(dir: &Path, round: u64, retention: bool, known: &Known, figures: &mut Figures) {
+    let keep = std::env::var_os("DELAYSTORE_KEEP_FAILED").map(|keep| {
+        let to = PathBuf::from(keep).join(format!("round{round}"));
+        if to.exists() {
+            std::fs::remove_dir_all(&to).unwrap();
+        }
+        let copied = Command::new("cp").arg("-a").arg(dir).arg(&to).status();
+        assert!(copied.unwrap().success(), "copy {dir:?} to {to:?}");
+        to
+    });
+    let violations_before = figures.violations();
     let store = Store::open(dir, options(retention))
         .unwrap_or_else(|e| panic!("round {round}: reopen: {e}"));
     // Everything is due within 1.5 s of its put; wait (bounded) until it is delivered (or,
@@ -447,6 +483,13 @@ fn check(dir: &Path, round: u64, retention: bool, known: &Known, figures: &mut F
         }
     }
     store.close().unwrap();
+    if let Some(to) = keep {
+        if figures.violations() == violations_before {
+            std::fs::remove_dir_all(&to).unwrap();
+        } else {
+            eprintln!("round {round}: its directory as the kill left it: {to:?}");
+        }
+    }
 }
 
 fn base_seed() -> u64 {
@@ -460,28 +503,63 @@ fn soak() -> bool {
     std::env::var("DELAYSTORE_SOAK").is_ok()
 }
 
+/// The rounds of one directory, planned before any runs.
+type DirPlan = Vec<(u64, Kill, Option<String>)>;
+
+/// Runs each directory's rounds in order, [`KILL_THREADS`] directories at a time; returns the
+/// figures of each directory, in the order of `plans`.
+fn run_plans(plans: Vec<DirPlan>) -> Vec<Figures> {
+    let count = plans.len();
+    let work = Mutex::new(plans.into_iter().enumerate());
+    let results: Mutex<Vec<(usize, Figures)>> = Mutex::new(Vec::new());
+    thread::scope(|scope| {
+        for _ in 0..KILL_THREADS {
+            scope.spawn(|| loop {
+                let Some((at, plan)) = work.lock().unwrap().next() else {
+                    break;
+                };
+                let dir = tempfile::tempdir().unwrap();
+                let mut known = Known::default();
+                let mut figures = Figures::default();
+                for (round, kill, spec) in plan {
+                    run_round(
+                        dir.path(),
+                        round,
+                        kill,
+                        spec.as_deref(),
+                        &mut known,
+                        &mut figures,
+                    );
+                }
+                results.lock().unwrap().push((at, figures));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(at, _)| *at);
+    assert_eq!(results.len(), count);
+    results.into_iter().map(|(_, figures)| figures).collect()
+}
+
 #[test]
 fn sigkill_at_random_moments() {
     let seed = base_seed();
-    let rounds = if soak() { 1_000 } else { 100 };
+    let rounds = if soak() { 1_000 } else { 240 };
     let mut rng = SeededRng::new(seed);
-    let mut figures = Figures::default();
+    let mut plans = Vec::new();
     let mut round = 0;
     while round < rounds {
-        let dir = tempfile::tempdir().unwrap();
-        let mut known = Known::default();
+        let mut plan = DirPlan::new();
         for _ in 0..ROUNDS_PER_DIR.min(rounds - round) {
             let delay = Duration::from_millis(rng.below(120));
-            run_round(
-                dir.path(),
-                round,
-                Kill::After(delay),
-                None,
-                &mut known,
-                &mut figures,
-            );
+            plan.push((round, Kill::After(delay), None));
             round += 1;
         }
+        plans.push(plan);
+    }
+    let mut figures = Figures::default();
+    for dir in run_plans(plans) {
+        figures.add(&dir);
     }
     println!("{}", figures.line(seed, "sigkill"));
     figures.assert_clean(seed, "sigkill");
@@ -495,16 +573,17 @@ fn sigkill_at_random_moments() {
 #[test]
 fn abort_at_every_failpoint() {
     let seed = base_seed();
-    let rounds_per_point = if soak() { 60 } else { 3 };
+    let rounds_per_point = if soak() { 60 } else { 6 };
     let mut rng = SeededRng::new(seed ^ 0xfa11);
-    let mut total = Figures::default();
+    let only = std::env::var("DELAYSTORE_FAILPOINT_ONLY").ok();
+    // Every point's directories, planned in order, then run together.
+    let mut plans = Vec::new();
+    let mut plan_points = Vec::new();
     let mut round = 0;
     for name in delaystore::failpoint::NAMES {
-        let mut figures = Figures::default();
         let mut done = 0;
         while done < rounds_per_point {
-            let dir = tempfile::tempdir().unwrap();
-            let mut known = Known::default();
+            let mut plan = DirPlan::new();
             for _ in 0..ROUNDS_PER_DIR.min(rounds_per_point - done) {
                 // Early hits (open, the first puts) and late ones (many deliveries) alike; a
                 // child run rolls about 20 segments, so the roll points get smaller skips.
@@ -517,30 +596,35 @@ fn abort_at_every_failpoint() {
                     1 => rng.below(late.min(40)),
                     _ => rng.below(late),
                 };
-                let spec = format!("{name}=abort@{skip}");
-                run_round(
-                    dir.path(),
-                    round,
-                    Kill::Failpoint,
-                    Some(&spec),
-                    &mut known,
-                    &mut figures,
-                );
+                plan.push((round, Kill::Failpoint, Some(format!("{name}=abort@{skip}"))));
                 round += 1;
                 done += 1;
             }
+            if only.as_deref().is_none_or(|only| only == *name) {
+                plans.push(plan);
+                plan_points.push(*name);
+            }
         }
+    }
+    let mut per_point: BTreeMap<&str, Figures> = BTreeMap::new();
+    for (name, dir) in plan_points.iter().zip(run_plans(plans)) {
+        per_point.entry(name).or_default().add(&dir);
+    }
+    let mut total = Figures::default();
+    for name in delaystore::failpoint::NAMES {
+        let Some(figures) = per_point.get(name) else {
+            continue;
+        };
         println!("{}", figures.line(seed, name));
+        total.add(figures);
+    }
+    println!("{}", total.line(seed, "failpoints"));
+    for (name, figures) in &per_point {
         figures.assert_clean(seed, name);
-        total.rounds += figures.rounds;
-        total.aborted_at_failpoint += figures.aborted_at_failpoint;
-        total.failpoint_not_reached += figures.failpoint_not_reached;
-        total.acknowledged += figures.acknowledged;
         assert!(
             figures.aborted_at_failpoint > 0,
             "failpoint {name} was never reached in {} rounds",
             figures.rounds
         );
     }
-    println!("{}", total.line(seed, "failpoints"));
 }
