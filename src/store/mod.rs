@@ -1022,6 +1022,12 @@ impl Inner {
             return Err(Error::Poisoned);
         }
         let (log_end_offset, last_record_offset, queue_counts, cursors, segment_refs) = {
+            // No decision half made: a delivery or a cancel appends its record and then sets
+            // its slot, both under the decide lock, and dispatch may set the slot from the
+            // record in between. Without this lock the deciding thread's own (identical) write
+            // could land after the sync below, unsynced, for a record below the checkpoint,
+            // which recovery never replays: a power loss could then garble the slot.
+            let _decide = self.decide.lock();
             let _batch = self.progress.batch.lock();
             (
                 self.progress.dispatched_end(),
