@@ -889,7 +889,12 @@ impl Inner {
                     // Forced out of the log under disk pressure (counted when deleted).
                     continue;
                 }
-                let origin_bytes = self.read_checked(origin.log_offset)?;
+                let origin_bytes = match self.read_checked(origin.log_offset) {
+                    Ok(bytes) => bytes,
+                    // Retention deleted the origin's segment while we read.
+                    Err(_) if origin.log_offset < self.log.start_offset() => continue,
+                    Err(err) => return Err(err),
+                };
                 let origin_record = decode_record(&origin_bytes, origin.log_offset)
                     .map_err(|kind| self.log.corruption(origin.log_offset, kind))?;
                 self.stored_message(&origin_record, index, Some(record.header.store_ms))?
