@@ -236,7 +236,7 @@ impl DispatchProgress {
 pub struct Dispatched {
     /// Log offset just past the last record handled (>= `to` once a record crosses it).
     pub end_offset: u64,
-    /// Offset of the last record handled.
+    /// Offset of the last record handled, fillers aside.
     pub last_record_offset: Option<u64>,
     /// Entries appended.
     pub entries: u64,
@@ -288,6 +288,11 @@ pub fn dispatch_range(
                     entries += 1;
                 }
             }
+        }
+        // Every record but a filler, indexed or not (a cancel or a discard may end the log):
+        // the checkpoint names it, and recovery accepts the checkpoint only if it ends where
+        // that record (or the filler after it) ends.
+        if header.kind != RecordKind::Filler {
             last = Some(pos);
         }
         let names_origin = match header.kind {
