@@ -277,8 +277,18 @@ impl DeliveryHost for Inner {
     fn record_times(&self, entry: &Entry) -> Result<(u64, u64)> {
         let mut header = [0u8; HEADER_BYTES];
         self.log.read_at(entry.log_offset, &mut header)?;
-        decode_header(&header, entry.log_offset)
-            .map(|h| (h.store_ms, h.due_ms))
+        let header = decode_header(&header, entry.log_offset)
+            .map_err(|kind| self.log.corruption(entry.log_offset, kind))?;
+        if header.due_ms == entry.time_ms {
+            return Ok((header.store_ms, header.due_ms));
+        }
+        // A level entry's time tag is the due time of its record: when the two differ, one of
+        // them is damaged, and the header alone has no CRC. Believe the record only once its
+        // CRC holds; a corrupt one keeps the entry's time (the release then discards it,
+        // counted) rather than a rotten due time that could hold the whole level back.
+        let bytes = self.read_checked(entry.log_offset)?;
+        decode_record(&bytes, entry.log_offset)
+            .map(|record| (record.header.store_ms, record.header.due_ms))
             .map_err(|kind| self.log.corruption(entry.log_offset, kind))
     }
 
