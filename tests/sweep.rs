@@ -915,3 +915,61 @@ fn a_damaged_decision_slot_does_not_deliver_a_cancelled_message() {
         store.close().unwrap();
     }
 }
+
+/// A timed-queue entry that a misdirected write made point at another valid record (here a
+/// plain message's) must not re-post that record: the release checks that the record it reads
+/// belongs to the entry (its queue offset and its level), as `pull` does for topic queues.
+#[test]
+fn a_level_entry_pointing_at_another_record_is_not_delivered() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(BASE_MS);
+    let store = Store::open(DIR, options(Arc::new(fs.clone()), &clock)).unwrap();
+    let plain = store
+        .put(&Message::new("sa", "plain").with_queue(0))
+        .unwrap();
+    let delayed = store
+        .put(
+            &Message::new("sa", "delayed")
+                .with_queue(0)
+                .with_delay_level(1),
+        )
+        .unwrap();
+    // A later entry, so that entry 0 is not the last one, which recovery checks.
+    store
+        .put(
+            &Message::new("sa", "later")
+                .with_queue(0)
+                .with_delay_level(1),
+        )
+        .unwrap();
+    store.close().unwrap();
+    // Level 1's entry 0 now names the plain message's record (offset and length).
+    let entry = Path::new(DIR).join("consumequeue/__delay/1/00000000000000000000");
+    let queue = Path::new(DIR).join("consumequeue/sa/0/00000000000000000000");
+    let mut bytes = fs.read_raw(&entry).unwrap();
+    let plain_entry = fs.read_raw(&queue).unwrap();
+    bytes[0..12].copy_from_slice(&plain_entry[0..12]);
+    fs.write_file_synced(&entry, &bytes).unwrap();
+    clock.advance_ms(1_000);
+    let store = Store::open(DIR, options(Arc::new(fs.clone()), &clock)).unwrap();
+    wait_until("the level is drained", || {
+        let stats = store.stats();
+        stats.next_due_ms.is_none() && stats.dispatched_end_offset >= stats.written_end_offset
+    });
+    let ids: Vec<MessageId> = store
+        .pull("sa", 0, 0, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        ids.iter().filter(|id| **id == plain.id).count(),
+        1,
+        "the plain message was re-posted: {ids:?}"
+    );
+    assert!(
+        ids.contains(&delayed.id) || store.stats().undeliverable > 0,
+        "the delayed message is lost and nothing counts it: {ids:?}"
+    );
+    store.close().unwrap();
+}

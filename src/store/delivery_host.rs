@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Inner;
+use crate::commit_log::record::RecordHeader;
 use crate::commit_log::record::{
     decode_header, decode_record, encode_message, MessageFields, OriginRef, Placement, RecordKind,
     HEADER_BYTES,
@@ -17,7 +18,29 @@ use crate::decisions::Decision;
 use crate::delivery::DeliveryHost;
 use crate::error::{DecodeError, Error, Result};
 use crate::options::SyncMode;
-use crate::timer::hop_slot;
+use crate::timer::{hop_slot, slot_for};
+
+/// Whether a message record is the one entry `index` of `queue` was dispatched for: it routes
+/// there and carries that queue offset. A timed-queue entry is only a pointer (no checksum): a
+/// misdirected write can make it name another valid record, which must not be re-posted.
+fn first_indexed_at(header: &RecordHeader, queue: TimedQueue, index: u64) -> bool {
+    let routes = match queue {
+        TimedQueue::Level(level) => header.delay_level == level,
+        TimedQueue::TimerSlot(slot) => {
+            header.delay_level == 0 && slot_for(header.due_ms, header.store_ms) == Some(slot)
+        }
+    };
+    header.kind == RecordKind::Message && routes && header.queue_offset == index
+}
+
+/// Whether a hop record is the one entry `index` of `queue` was dispatched for.
+fn hop_indexed_at(header: &RecordHeader, queue: TimedQueue, index: u64) -> bool {
+    let routes = match queue {
+        TimedQueue::TimerSlot(slot) => u32::from(slot) == header.queue_id,
+        TimedQueue::Level(_) => false,
+    };
+    header.kind == RecordKind::Hop && routes && header.queue_offset == index
+}
 
 impl Inner {
     /// Appends a record without topic or payload other than `body` (a hop or a discard).
@@ -153,7 +176,9 @@ impl Inner {
             Err(err) => return Err(err),
         };
         let record = match decode_record(&bytes, origin.log_offset) {
-            Ok(record) if record.header.kind == RecordKind::Message => record,
+            Ok(record) if first_indexed_at(&record.header, origin.first, origin.first_offset) => {
+                record
+            }
             Ok(_) => {
                 let kind = DecodeError::BadField { field: "origin" };
                 let err = self.log.corruption(origin.log_offset, kind);
@@ -320,8 +345,8 @@ impl DeliveryHost for Inner {
                 .map_err(|kind| self.log.corruption(entry.log_offset, kind))
         });
         let (due_ms, corrupt) = match read {
-            Ok((header, _)) if header.kind == RecordKind::Message => (header.due_ms, None),
-            Ok((header, Ok(hop))) if header.kind == RecordKind::Hop => {
+            Ok((header, _)) if first_indexed_at(&header, queue, index) => (header.due_ms, None),
+            Ok((header, Ok(hop))) if hop_indexed_at(&header, queue, index) => {
                 origin.log_offset = hop.log_offset;
                 origin.record_bytes = hop.record_bytes;
                 origin.first = hop.first;
