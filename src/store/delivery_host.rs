@@ -6,10 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Inner;
-use crate::commit_log::record::RecordHeader;
 use crate::commit_log::record::{
-    decode_header, decode_record, encode_message, MessageFields, OriginRef, Placement, RecordKind,
-    HEADER_BYTES,
+    decode_header, decode_record, encode_message, MessageFields, OriginRef, Placement,
+    RecordHeader, RecordKind, HEADER_BYTES,
 };
 use crate::commit_log::Appended;
 use crate::consume_queue::entry::Entry;
