@@ -668,6 +668,10 @@ fn sweep(crashed: bool) -> Figures {
             damages.push(Damage::Flip(at));
         }
         for damage in damages {
+            let case = format!("crashed={crashed} {damage:?} of {path:?}");
+            if !selected(&case) {
+                continue;
+            }
             let fs = image.fs.process_crash();
             let mut bytes = original.clone();
             let at = match damage {
@@ -681,10 +685,6 @@ fn sweep(crashed: bool) -> Figures {
                 }
             };
             fs.write_file_synced(&path, &bytes).unwrap();
-            let case = format!("crashed={crashed} {damage:?} of {path:?}");
-            if !selected(&case) {
-                continue;
-            }
             start_case(&case);
             check_case(
                 &image,
