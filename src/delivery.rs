@@ -50,8 +50,9 @@ pub trait DeliveryHost {
     fn queue_len(&self, queue: TimedQueue) -> u64;
     /// Entry `index` of a timed queue.
     fn entry(&self, queue: TimedQueue, index: u64) -> Result<Entry>;
-    /// Store time of the message an entry points at (read from its record header).
-    /// Store time and due time of the record an entry points at (from its header).
+    /// Store time and due time of the record an entry points at: from its header when the due
+    /// time agrees with the entry's time tag, else from the whole record once its CRC holds
+    /// (an error if it does not).
     fn record_times(&self, entry: &Entry) -> Result<(u64, u64)>;
     /// The newest store time handed out so far, including the log's newest record at open: a
     /// store time is a clock reading, so a clock below it has gone back (while the store was

@@ -236,7 +236,7 @@ impl DispatchProgress {
 pub struct Dispatched {
     /// Log offset just past the last record handled (>= `to` once a record crosses it).
     pub end_offset: u64,
-    /// Offset of the last record handled.
+    /// Offset of the last record handled, fillers aside.
     pub last_record_offset: Option<u64>,
     /// Entries appended.
     pub entries: u64,

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use delaystore::io::{FileSystem, SimFs};
+use delaystore::recovery::CheckpointUse;
 use delaystore::{
     CancelOutcome, Durability, ManualClock, Message, MessageId, Options, Store, SyncMode,
 };
@@ -264,4 +265,61 @@ fn sync_cancel_survives_kill_and_power_loss() {
         assert_eq!(got, kept.iter().copied().collect(), "seed {seed}");
         store.close().unwrap();
     }
+}
+
+/// Regression (found while pinning the decision-slot gap in `tests/sweep.rs`): dispatch named
+/// only indexed records as the checkpoint's last record, so a log ending with a cancel (or a
+/// discard) made the checkpoint of a clean close look like it ended past its last record:
+/// every reopen rejected it, scanned the whole log and rebuilt every queue, and the recovery
+/// report claimed a loss.
+#[test]
+fn a_clean_close_after_a_cancel_or_discard_keeps_its_checkpoint() {
+    let clock = ManualClock::new(T0);
+    let fs = SimFs::new();
+    let dir = std::path::Path::new("/store");
+    let opts = || Options {
+        fs: Arc::new(fs.clone()) as Arc<dyn FileSystem>,
+        ..options(&clock)
+    };
+    let store = Store::open(dir, opts()).unwrap();
+    let receipt = store
+        .put(&Message::new("p", "cancelled").with_delay_level(1))
+        .unwrap();
+    assert_eq!(store.cancel(receipt.id).unwrap(), CancelOutcome::Cancelled);
+    // The log ends with the cancel.
+    store.close().unwrap();
+    let store = Store::open(dir, opts()).unwrap();
+    assert_eq!(
+        store.recovery_report().checkpoint,
+        CheckpointUse::Used {
+            clean_shutdown: true
+        },
+        "after a cancel: {:?}",
+        store.recovery_report()
+    );
+    // The log ends with the discard that consumes the cancelled entry once it is due.
+    clock.advance_ms(1_000);
+    let written = store.stats().written_end_offset;
+    assert!(
+        support::eventually(
+            || {
+                let stats = store.stats();
+                stats.written_end_offset > written
+                    && stats.dispatched_end_offset >= stats.written_end_offset
+            },
+            &true,
+        ),
+        "the cancelled entry was not discarded"
+    );
+    store.close().unwrap();
+    let store = Store::open(dir, opts()).unwrap();
+    assert_eq!(
+        store.recovery_report().checkpoint,
+        CheckpointUse::Used {
+            clean_shutdown: true
+        },
+        "after a discard: {:?}",
+        store.recovery_report()
+    );
+    store.close().unwrap();
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::Inner;
 use crate::commit_log::record::{
-    decode_header, decode_record, encode_message, MessageFields, OriginRef, Placement, RecordKind,
-    HEADER_BYTES,
+    decode_header, decode_record, encode_message, MessageFields, OriginRef, Placement,
+    RecordHeader, RecordKind, HEADER_BYTES,
 };
 use crate::commit_log::Appended;
 use crate::consume_queue::entry::Entry;
@@ -17,7 +17,29 @@ use crate::decisions::Decision;
 use crate::delivery::DeliveryHost;
 use crate::error::{DecodeError, Error, Result};
 use crate::options::SyncMode;
-use crate::timer::hop_slot;
+use crate::timer::{hop_slot, slot_for};
+
+/// Whether a message record is the one entry `index` of `queue` was dispatched for: it routes
+/// there and carries that queue offset. A timed-queue entry is only a pointer (no checksum): a
+/// misdirected write can make it name another valid record, which must not be re-posted.
+fn first_indexed_at(header: &RecordHeader, queue: TimedQueue, index: u64) -> bool {
+    let routes = match queue {
+        TimedQueue::Level(level) => header.delay_level == level,
+        TimedQueue::TimerSlot(slot) => {
+            header.delay_level == 0 && slot_for(header.due_ms, header.store_ms) == Some(slot)
+        }
+    };
+    header.kind == RecordKind::Message && routes && header.queue_offset == index
+}
+
+/// Whether a hop record is the one entry `index` of `queue` was dispatched for.
+fn hop_indexed_at(header: &RecordHeader, queue: TimedQueue, index: u64) -> bool {
+    let routes = match queue {
+        TimedQueue::TimerSlot(slot) => u32::from(slot) == header.queue_id,
+        TimedQueue::Level(_) => false,
+    };
+    header.kind == RecordKind::Hop && routes && header.queue_offset == index
+}
 
 impl Inner {
     /// Appends a record without topic or payload other than `body` (a hop or a discard).
@@ -153,7 +175,9 @@ impl Inner {
             Err(err) => return Err(err),
         };
         let record = match decode_record(&bytes, origin.log_offset) {
-            Ok(record) if record.header.kind == RecordKind::Message => record,
+            Ok(record) if first_indexed_at(&record.header, origin.first, origin.first_offset) => {
+                record
+            }
             Ok(_) => {
                 let kind = DecodeError::BadField { field: "origin" };
                 let err = self.log.corruption(origin.log_offset, kind);
@@ -277,8 +301,18 @@ impl DeliveryHost for Inner {
     fn record_times(&self, entry: &Entry) -> Result<(u64, u64)> {
         let mut header = [0u8; HEADER_BYTES];
         self.log.read_at(entry.log_offset, &mut header)?;
-        decode_header(&header, entry.log_offset)
-            .map(|h| (h.store_ms, h.due_ms))
+        let header = decode_header(&header, entry.log_offset)
+            .map_err(|kind| self.log.corruption(entry.log_offset, kind))?;
+        if header.due_ms == entry.time_ms {
+            return Ok((header.store_ms, header.due_ms));
+        }
+        // A level entry's time tag is the due time of its record: when the two differ, one of
+        // them is damaged, and the header alone has no CRC. Believe the record only once its
+        // CRC holds; a corrupt one keeps the entry's time (the release then discards it,
+        // counted) rather than a rotten due time that could hold the whole level back.
+        let bytes = self.read_checked(entry.log_offset)?;
+        decode_record(&bytes, entry.log_offset)
+            .map(|record| (record.header.store_ms, record.header.due_ms))
             .map_err(|kind| self.log.corruption(entry.log_offset, kind))
     }
 
@@ -310,8 +344,8 @@ impl DeliveryHost for Inner {
                 .map_err(|kind| self.log.corruption(entry.log_offset, kind))
         });
         let (due_ms, corrupt) = match read {
-            Ok((header, _)) if header.kind == RecordKind::Message => (header.due_ms, None),
-            Ok((header, Ok(hop))) if header.kind == RecordKind::Hop => {
+            Ok((header, _)) if first_indexed_at(&header, queue, index) => (header.due_ms, None),
+            Ok((header, Ok(hop))) if hop_indexed_at(&header, queue, index) => {
                 origin.log_offset = hop.log_offset;
                 origin.record_bytes = hop.record_bytes;
                 origin.first = hop.first;

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod consumer_offsets;
+pub mod decision_slots;
 pub mod image;
 pub mod image_mutation;
 pub mod meta;
@@ -15,7 +16,7 @@ pub mod record_decode;
 pub mod store_image;
 
 /// Every target, by name (the directory names under `fuzz/regressions/`).
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 8] = [
     "record_decode",
     "queue_entry",
     "checkpoint",
@@ -23,6 +24,7 @@ pub const TARGETS: [&str; 7] = [
     "meta",
     "store_image",
     "image_mutation",
+    "decision_slots",
 ];
 
 /// Runs the check of the target named `target` on `data`; `false` if no target has that name.
@@ -35,6 +37,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "meta" => meta::check(data),
         "store_image" => store_image::check(data),
         "image_mutation" => image_mutation::check(data),
+        "decision_slots" => decision_slots::check(data),
         _ => return false,
     }
     true

@@ -9,7 +9,10 @@
 //! up to three commit-log segments written by a little program (raw bytes, records with valid
 //! CRCs and fuzzed fields, fillers, gaps, damage), an optional checkpoint (raw, fuzzed fields,
 //! or consistent with the records), consume-queue files (entries that point at the records,
-//! elsewhere, or anywhere), consumer offsets and stray files.
+//! elsewhere, or anywhere), consumer offsets and stray files. With flag `0x20` the records may
+//! also be messages with arbitrary delays (indexed in timer slot queues), hops, cancels and
+//! discards naming earlier records, and decision files are written (slots naming the cancel and
+//! delivery records, or anything).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,9 +27,11 @@ use delaystore::commit_log::COMMIT_LOG_DIR;
 use delaystore::consume_queue::entry::{Entry, ENTRY_BYTES};
 use delaystore::consume_queue::{queue_dir, QueueKey, TimedQueue};
 use delaystore::consumer_offsets::{encode_offsets, OFFSETS_FILE};
+use delaystore::decisions::{DECISIONS_DIR, DECISION_FILE_SLOTS};
 use delaystore::io::{FileSystem, SimFs};
 use delaystore::meta::{StoreMeta, META_FILE};
 use delaystore::naming::offset_file_name;
+use delaystore::timer::{hop_slot, release_ms, slot_for};
 use delaystore::{Clock, ManualClock, Message, Store};
 
 use super::image::{
@@ -53,6 +58,8 @@ const TOPICS: [&str; 10] = [
     "/abs",
 ];
 const KEYS: [&str; 3] = ["", "k1", "order-17"];
+/// Arbitrary delays a timer message may carry (0: due at its put, so not in a timer slot).
+const TIMER_DELAYS_MS: [u64; 6] = [0, 1, 40, 3_000, 90_000, 3_600_000];
 
 /// A record written into the image.
 #[derive(Debug, Clone)]
@@ -70,8 +77,10 @@ struct Image {
     records: Vec<Written>,
     /// Next queue offset of every queue, as a well-behaved writer would assign it.
     counters: BTreeMap<QueueKey, u64>,
-    /// Delivered counts per level (from delivery records).
-    cursors: BTreeMap<u8, u64>,
+    /// Delivered counts per timed queue id (from delivery, hop and discard records).
+    cursors: BTreeMap<u16, u64>,
+    /// Whether records may be timer messages, hops, cancels and discards (flag `0x20`).
+    timer: bool,
     /// Record starts and ends, segment starts and ends: candidate checkpoint offsets.
     boundaries: Vec<u64>,
 }
@@ -110,7 +119,10 @@ pub fn build(fs: &SimFs, input: &mut Reader<'_>, flags: u8) {
     let log_dir = dir.join(COMMIT_LOG_DIR);
     fs.create_dir_all(&log_dir)
         .expect("create the log directory");
-    let mut image = Image::default();
+    let mut image = Image {
+        timer: flags & 0x20 != 0,
+        ..Image::default()
+    };
 
     if flags & 1 != 0 {
         let mut topic_queue_counts = BTreeMap::new();
@@ -164,6 +176,11 @@ pub fn build(fs: &SimFs, input: &mut Reader<'_>, flags: u8) {
 
     for _ in 0..input.u8() % 5 {
         queue_file(fs, input, &image);
+    }
+    if image.timer {
+        for _ in 0..input.u8() % 3 {
+            decision_file(fs, input, &image);
+        }
     }
 
     if flags & 16 != 0 {
@@ -246,8 +263,18 @@ fn put(dst: &mut [u8], at: usize, src: &[u8]) {
     }
 }
 
-/// A message or delivery record at log offset `at`, with a valid CRC and fuzzed fields.
+/// A message or delivery record at log offset `at`, with a valid CRC and fuzzed fields (with
+/// flag `0x20`, also a timer message, a hop, a cancel or a discard).
 fn record(input: &mut Reader<'_>, image: &mut Image, at: u64) -> Vec<u8> {
+    if image.timer {
+        match input.u8() % 5 {
+            1 => return timer_message(input, image, at),
+            2 => return control(input, image, at, RecordKind::Hop),
+            3 => return control(input, image, at, RecordKind::Cancel),
+            4 => return control(input, image, at, RecordKind::Discard),
+            _ => {}
+        }
+    }
     let sel = input.u8();
     let kind = if sel & 1 == 0 {
         RecordKind::Message
@@ -295,7 +322,7 @@ fn record(input: &mut Reader<'_>, image: &mut Image, at: u64) -> Vec<u8> {
                     first_offset: input.u64(),
                 },
             };
-            let delivered = image.cursors.entry(delay_level).or_default();
+            let delivered = image.cursors.entry(u16::from(delay_level)).or_default();
             *delivered = (*delivered).max(origin.source_offset.saturating_add(1));
             body.extend_from_slice(&origin.encode());
         }
@@ -410,7 +437,14 @@ fn fuzzed_checkpoint(input: &mut Reader<'_>, image: &Image) -> Checkpoint {
         .map(|_| (queue_key(input, image), u64::from(input.u8() % 80)))
         .collect();
     let cursors = (0..input.u8() % 3)
-        .map(|_| (u16::from(input.u8() % 4), u64::from(input.u8() % 8)))
+        .map(|_| {
+            let id = if image.timer && input.bool() {
+                256 + u16::from(input.u8())
+            } else {
+                u16::from(input.u8() % 4)
+            };
+            (id, u64::from(input.u8() % 8))
+        })
         .collect();
     Checkpoint {
         log_end_offset,
@@ -442,11 +476,7 @@ fn consistent_checkpoint(input: &mut Reader<'_>, image: &Image) -> Checkpoint {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect(),
-        cursors: image
-            .cursors
-            .iter()
-            .map(|(k, v)| (u16::from(*k), *v))
-            .collect(),
+        cursors: image.cursors.iter().map(|(k, v)| (*k, *v)).collect(),
         segment_refs: Vec::new(),
     }
 }
@@ -487,14 +517,216 @@ fn queue_file(fs: &SimFs, input: &mut Reader<'_>, image: &Image) {
 }
 
 fn entry_of(record: &Written) -> Entry {
-    let in_level_queue = matches!(record.target, Some(QueueKey::DelayLevel(_)));
     Entry {
         log_offset: record.log_offset,
         record_bytes: record.total_bytes,
-        time_ms: if in_level_queue {
-            record.due_ms
-        } else {
-            record.store_ms
+        time_ms: match record.target {
+            Some(QueueKey::DelayLevel(_)) => record.due_ms,
+            Some(QueueKey::TimerSlot(slot)) => release_ms(record.due_ms, slot),
+            _ => record.store_ms,
         },
     }
+}
+
+/// Seals `fields` at `at` and notes the record.
+fn seal(
+    image: &mut Image,
+    at: u64,
+    fields: &MessageFields<'_>,
+    placement: Placement,
+    target: Option<QueueKey>,
+) -> Vec<u8> {
+    let mut encoded = encode_message(fields).expect("a small record encodes");
+    let bytes = encoded.seal(placement).to_vec();
+    image.records.push(Written {
+        log_offset: at,
+        total_bytes: u32::try_from(bytes.len()).expect("small record"),
+        target,
+        queue_offset: placement.queue_offset,
+        store_ms: placement.store_ms,
+        due_ms: placement.due_ms,
+    });
+    bytes
+}
+
+/// The next queue offset of `target` (as a well-behaved writer assigns it), or a fuzzed one.
+fn next_offset(input: &mut Reader<'_>, image: &mut Image, target: &QueueKey) -> u64 {
+    if input.u8().is_multiple_of(8) {
+        return u64::from(input.u16());
+    }
+    let next = image.counters.entry(target.clone()).or_default();
+    *next += 1;
+    *next - 1
+}
+
+/// A message with an arbitrary delay, indexed in the timer slot its due and store times select.
+fn timer_message(input: &mut Reader<'_>, image: &mut Image, at: u64) -> Vec<u8> {
+    let topic = input.pick(&["orders", "audit", "orders", "../escape"]);
+    let queue_id = u32::from(input.u8() % 3);
+    let store_ms = BASE_MS + u64::from(input.u8()) * 100;
+    let due_ms = if input.u8().is_multiple_of(8) {
+        input.u64()
+    } else {
+        store_ms + input.pick(&TIMER_DELAYS_MS)
+    };
+    let target = match slot_for(due_ms, store_ms) {
+        Some(slot) => QueueKey::TimerSlot(slot),
+        None => QueueKey::Topic {
+            topic: topic.to_owned(),
+            queue_id,
+        },
+    };
+    let queue_offset = next_offset(input, image, &target);
+    let n = usize::from(input.u8());
+    let body = input.bytes(n).to_vec();
+    let fields = MessageFields {
+        kind: RecordKind::Message,
+        topic,
+        queue_id,
+        key: "",
+        properties: &[],
+        body: &body,
+        delay_level: 0,
+    };
+    let placement = Placement {
+        queue_id,
+        log_offset: at,
+        store_ms,
+        due_ms,
+        queue_offset,
+    };
+    seal(image, at, &fields, placement, Some(target))
+}
+
+/// The timed queue a record is indexed in, if any.
+fn timed_queue(record: &Written) -> Option<TimedQueue> {
+    match record.target {
+        Some(QueueKey::DelayLevel(level)) => Some(TimedQueue::Level(level)),
+        Some(QueueKey::TimerSlot(slot)) => Some(TimedQueue::TimerSlot(slot)),
+        _ => None,
+    }
+}
+
+/// An origin: an earlier record in a timed queue (as the store would name it), or anything.
+fn origin_ref(input: &mut Reader<'_>, image: &Image) -> OriginRef {
+    let timed: Vec<&Written> = image
+        .records
+        .iter()
+        .filter(|r| timed_queue(r).is_some())
+        .collect();
+    let any_queue = |input: &mut Reader<'_>| {
+        TimedQueue::from_id(input.u16() % 512).unwrap_or(TimedQueue::Level(1))
+    };
+    match timed.len() {
+        n if n > 0 && !input.u8().is_multiple_of(4) => {
+            let origin = timed[usize::from(input.u8()) % n];
+            let queue = timed_queue(origin).unwrap_or(TimedQueue::Level(1));
+            OriginRef {
+                log_offset: origin.log_offset,
+                record_bytes: origin.total_bytes,
+                source: queue,
+                source_offset: origin.queue_offset,
+                first: queue,
+                first_offset: origin.queue_offset,
+            }
+        }
+        _ => OriginRef {
+            log_offset: u64::from(input.u32()),
+            record_bytes: input.u32(),
+            source: any_queue(input),
+            source_offset: u64::from(input.u16()),
+            first: any_queue(input),
+            first_offset: u64::from(input.u16()),
+        },
+    }
+}
+
+/// A hop, cancel or discard naming an origin.
+fn control(input: &mut Reader<'_>, image: &mut Image, at: u64, kind: RecordKind) -> Vec<u8> {
+    let origin = origin_ref(input, image);
+    let store_ms = BASE_MS + u64::from(input.u8()) * 100;
+    let (due_ms, queue_id, target) = match kind {
+        RecordKind::Hop => {
+            let due_ms = image
+                .records
+                .iter()
+                .find(|r| r.log_offset == origin.log_offset)
+                .map_or(store_ms + 1 + u64::from(input.u16()), |r| r.due_ms.max(1));
+            let slot = if input.u8().is_multiple_of(8) {
+                input.u8()
+            } else {
+                hop_slot(due_ms, store_ms)
+            };
+            (due_ms, u32::from(slot), Some(QueueKey::TimerSlot(slot)))
+        }
+        _ => (0, 0, None),
+    };
+    let queue_offset = match &target {
+        Some(target) => next_offset(input, image, target),
+        None => 0,
+    };
+    if kind != RecordKind::Cancel {
+        let delivered = image.cursors.entry(origin.source.to_id()).or_default();
+        *delivered = (*delivered).max(origin.source_offset.saturating_add(1));
+    }
+    let body = origin.encode();
+    let fields = MessageFields {
+        kind,
+        topic: "",
+        queue_id: 0,
+        key: "",
+        properties: &[],
+        body: &body,
+        delay_level: 0,
+    };
+    let placement = Placement {
+        queue_id,
+        log_offset: at,
+        store_ms,
+        due_ms,
+        queue_offset,
+    };
+    seal(image, at, &fields, placement, target)
+}
+
+/// A decision file: slots naming the image's records as delivered or cancelled, or anything.
+fn decision_file(fs: &SimFs, input: &mut Reader<'_>, image: &Image) {
+    let queues: Vec<u16> = image
+        .records
+        .iter()
+        .filter_map(timed_queue)
+        .map(TimedQueue::to_id)
+        .collect();
+    let id = match queues.len() {
+        n if n > 0 && input.bool() => queues[usize::from(input.u8()) % n],
+        _ => input.u16() % 520,
+    };
+    let first = if input.u8().is_multiple_of(8) {
+        DECISION_FILE_SLOTS
+    } else {
+        0
+    };
+    let mut bytes = Vec::new();
+    for _ in 0..input.u8() % 16 {
+        let record = match image.records.len() {
+            0 => None,
+            n => image.records.get(usize::from(input.u8()) % n),
+        };
+        let slot = match (input.u8() % 4, record) {
+            (0, Some(record)) => 2 << 62 | record.log_offset,
+            (1, Some(record)) => 1 << 62 | record.log_offset,
+            (2, _) => input.u64(),
+            _ => 0,
+        };
+        bytes.extend_from_slice(&slot.to_le_bytes());
+    }
+    if !input.u8().is_multiple_of(4) {
+        let full = usize::try_from(DECISION_FILE_SLOTS * 8).expect("fits");
+        bytes.resize(full.max(bytes.len()), 0);
+    }
+    let path = Path::new(STORE_DIR)
+        .join(DECISIONS_DIR)
+        .join(id.to_string())
+        .join(offset_file_name(first));
+    write(fs, &path, &bytes);
 }
