@@ -28,6 +28,7 @@ use std::time::Duration;
 use crate::consume_queue::entry::Entry;
 use crate::consume_queue::TimedQueue;
 use crate::error::{Error, Result};
+use crate::timer::release_ms;
 
 /// Most entries one queue releases before the others get a turn.
 const QUEUE_BATCH_MAX: u64 = 4096;
@@ -50,10 +51,11 @@ pub trait DeliveryHost {
     fn queue_len(&self, queue: TimedQueue) -> u64;
     /// Entry `index` of a timed queue.
     fn entry(&self, queue: TimedQueue, index: u64) -> Result<Entry>;
-    /// Store time and due time of the record an entry points at: from its header when the due
-    /// time agrees with the entry's time tag, else from the whole record once its CRC holds
-    /// (an error if it does not).
-    fn record_times(&self, entry: &Entry) -> Result<(u64, u64)>;
+    /// Store time and due time of the record entry `index` of `queue` points at: from its
+    /// header when the due time agrees with the entry's time tag (for a timer slot: the tag is
+    /// the start of the due time's granule), else from the whole record once its CRC holds. An
+    /// error if the CRC fails or the record is not the one the entry was made for.
+    fn record_times(&self, queue: TimedQueue, index: u64, entry: &Entry) -> Result<(u64, u64)>;
     /// The newest store time handed out so far, including the log's newest record at open: a
     /// store time is a clock reading, so a clock below it has gone back (while the store was
     /// closed, or since that put), whether or not the loop saw the higher reading.
@@ -172,12 +174,22 @@ impl Delivery {
     /// A level's due time is read from the record, not trusted from the entry: a damaged entry
     /// time must not release a message early. (A timer entry is only a release hint: the
     /// release itself reads the due time from the record and hops if it is not reached.)
-    fn deadline_ms(&self, host: &dyn DeliveryHost, queue: TimedQueue, entry: &Entry) -> u64 {
-        if let TimedQueue::TimerSlot(_) = queue {
-            return entry.time_ms;
+    fn deadline_ms(
+        &self,
+        host: &dyn DeliveryHost,
+        queue: TimedQueue,
+        index: u64,
+        entry: &Entry,
+    ) -> u64 {
+        // An unreadable header (or one of another record) keeps the entry's time; the
+        // release reports the record.
+        let times = host.record_times(queue, index, entry).ok();
+        if let TimedQueue::TimerSlot(slot) = queue {
+            // Only a release hint: the release reads the due time from the record and hops if
+            // it is not reached. Taken from the record when the two disagree, so a damaged tag
+            // cannot hold the slot back.
+            return times.map_or(entry.time_ms, |(_, due_ms)| release_ms(due_ms, slot));
         }
-        // An unreadable header keeps the entry's time; the release reports the record.
-        let times = host.record_times(entry).ok();
         let due_ms = times.map_or(entry.time_ms, |(_, due_ms)| due_ms);
         match (self.cap, times) {
             (Some(cap), Some((store_ms, _)))
@@ -202,7 +214,7 @@ impl Delivery {
                     break;
                 }
                 let entry = host.entry(queue, cursor)?;
-                let deadline = self.deadline_ms(host, queue, &entry);
+                let deadline = self.deadline_ms(host, queue, cursor, &entry);
                 // Read the clock after the entry: its store time was read before it was
                 // written, so a fresh entry can never look like it was stored in the future.
                 let now = host.now_ms();

@@ -17,7 +17,7 @@ use crate::decisions::Decision;
 use crate::delivery::DeliveryHost;
 use crate::error::{DecodeError, Error, Result};
 use crate::options::SyncMode;
-use crate::timer::{hop_slot, slot_for};
+use crate::timer::{hop_slot, release_ms, slot_for};
 
 /// Whether a message record is the one entry `index` of `queue` was dispatched for: it routes
 /// there and carries that queue offset. A timed-queue entry is only a pointer (no checksum): a
@@ -298,18 +298,29 @@ impl DeliveryHost for Inner {
         self.progress.cursors.delivered(queue).max(first)
     }
 
-    fn record_times(&self, entry: &Entry) -> Result<(u64, u64)> {
+    fn record_times(&self, queue: TimedQueue, index: u64, entry: &Entry) -> Result<(u64, u64)> {
         let mut header = [0u8; HEADER_BYTES];
         self.log.read_at(entry.log_offset, &mut header)?;
         let header = decode_header(&header, entry.log_offset)
             .map_err(|kind| self.log.corruption(entry.log_offset, kind))?;
-        if header.due_ms == entry.time_ms {
+        if !first_indexed_at(&header, queue, index) && !hop_indexed_at(&header, queue, index) {
+            // A misdirected entry: another record's due time could hold this queue back.
+            let kind = DecodeError::BadField {
+                field: "timed queue entry",
+            };
+            return Err(self.log.corruption(entry.log_offset, kind));
+        }
+        let tag_ms = match queue {
+            TimedQueue::Level(_) => header.due_ms,
+            TimedQueue::TimerSlot(slot) => release_ms(header.due_ms, slot),
+        };
+        if tag_ms == entry.time_ms {
             return Ok((header.store_ms, header.due_ms));
         }
-        // A level entry's time tag is the due time of its record: when the two differ, one of
-        // them is damaged, and the header alone has no CRC. Believe the record only once its
-        // CRC holds; a corrupt one keeps the entry's time (the release then discards it,
-        // counted) rather than a rotten due time that could hold the whole level back.
+        // An entry's time tag follows from the due time of its record: when the two differ,
+        // one of them is damaged, and the header alone has no CRC. Believe the record only once
+        // its CRC holds; a corrupt one keeps the entry's time (the release then discards it,
+        // counted) rather than a rotten due time that could hold the whole queue back.
         let bytes = self.read_checked(entry.log_offset)?;
         decode_record(&bytes, entry.log_offset)
             .map(|record| (record.header.store_ms, record.header.due_ms))
@@ -333,6 +344,19 @@ impl DeliveryHost for Inner {
         let _decide = self.decide.lock();
         if entry.log_offset < self.log.start_offset() {
             return self.discard(&origin, now_ms);
+        }
+        let record_end = entry
+            .log_offset
+            .saturating_add(u64::from(entry.record_bytes));
+        if record_end > self.log.written_end() {
+            // Dispatch writes entries only for records it has read: this one is damaged. (Read,
+            // it would fail as an I/O error and be retried forever, holding its queue back.)
+            let kind = DecodeError::Truncated {
+                needed: record_end,
+                available: self.log.written_end(),
+            };
+            let err = self.log.corruption(entry.log_offset, kind);
+            return self.discard_corrupt(&origin, &err, now_ms);
         }
         if let TimedQueue::Level(_) = queue {
             // The loop released it at its due time (or its jump-corrected deadline).
