@@ -311,8 +311,8 @@ fn suite(power_loss: bool, mode: Mode) {
 
 fn suite_on(power_loss: bool, mode: Mode, backend: Backend) {
     let (default_seeds, soak_seeds) = match backend {
-        Backend::Sim => (60, 3_000),
-        Backend::Real => (30, 500),
+        Backend::Sim => (100, 3_000),
+        Backend::Real => (50, 500),
     };
     let seeds: u64 = std::env::var("DELAYSTORE_SOAK")
         .ok()
