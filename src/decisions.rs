@@ -8,8 +8,10 @@
 //! (a delivery or a cancel) is the truth, the slot only finds it. Derived data like the
 //! consume queues: written when the decision is taken and again by dispatch from the record
 //! (so recovery's replay restores slots a crash lost), synced before each checkpoint. A slot
-//! may survive a crash that lost its record: readers ([`crate::store`]) check the record it
-//! points at and treat a slot whose record is gone as undecided.
+//! may survive a crash that lost its record, or be damaged: readers ([`crate::store`]) check
+//! the record it points at, and when it is not the message's decision search the log after the
+//! message for it (undecided if there is none); a file cut short is rebuilt from the log at
+//! open ([`Decisions::short_files`], recovery R27).
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -57,7 +59,8 @@ impl Decision {
         }
     }
 
-    fn decode(slot: u64) -> Option<Self> {
+    /// The decision a slot holds (`None`: undecided, or kind bits that name no decision).
+    pub fn decode(slot: u64) -> Option<Self> {
         let at = slot & OFFSET_MASK;
         match slot >> 62 {
             1 => Some(Decision::Delivered(at)),
@@ -225,10 +228,15 @@ impl Decisions {
 
     /// The decision recorded for entry `index` of `queue`, unchecked (see the module docs).
     pub fn get(&self, queue: TimedQueue, index: u64) -> Result<Option<Decision>> {
+        Ok(Decision::decode(self.slot(queue, index)?))
+    }
+
+    /// The raw slot of entry `index` of `queue` (0 when undecided or its file does not exist).
+    pub fn slot(&self, queue: TimedQueue, index: u64) -> Result<u64> {
         let slot = self.with_file(queue, index, false, |file| {
             file.load(index % DECISION_FILE_SLOTS)
         })?;
-        Ok(slot.and_then(Decision::decode))
+        Ok(slot.unwrap_or(0))
     }
 
     /// Makes sure the file holding entry `index`'s slot exists, so that a following
@@ -242,6 +250,49 @@ impl Decisions {
     pub fn set(&self, queue: TimedQueue, index: u64, decision: Decision) -> Result<()> {
         self.with_file(queue, index, true, |file| {
             file.store(index % DECISION_FILE_SLOTS, decision.encode())
+        })
+        .map(|_| ())
+    }
+
+    /// Decision files shorter than their fixed length, as (queue, first slot, path): cut by
+    /// damage, or left by a crash while being created (then they hold no decision). Recovery
+    /// rebuilds their slots from the log ([`crate::recovery`]).
+    pub fn short_files(&self) -> Result<Vec<(TimedQueue, u64, PathBuf)>> {
+        let mut out = Vec::new();
+        if !self.fs.exists(&self.dir) {
+            return Ok(out);
+        }
+        let columns = self
+            .fs
+            .list_dir(&self.dir)
+            .map_err(|e| Error::io(&self.dir, e))?;
+        for column in columns {
+            let Some(queue) = column.parse::<u16>().ok().and_then(TimedQueue::from_id) else {
+                continue;
+            };
+            let dir = self.column_dir(queue);
+            let Ok(names) = self.fs.list_dir(&dir) else {
+                continue;
+            };
+            for name in names {
+                let Some(first) = crate::naming::parse_offset_file_name(&name) else {
+                    continue;
+                };
+                let path = dir.join(&name);
+                let len = self.fs.file_len(&path).map_err(|e| Error::io(&path, e))?;
+                if len < DECISION_FILE_SLOTS * SLOT_BYTES {
+                    out.push((queue, first, path));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Clears the slot of entry `index` of `queue` (undecided), if its file exists: for a slot
+    /// that named no decision of its message (see the module docs).
+    pub fn clear(&self, queue: TimedQueue, index: u64) -> Result<()> {
+        self.with_file(queue, index, false, |file| {
+            file.store(index % DECISION_FILE_SLOTS, 0)
         })
         .map(|_| ())
     }

@@ -20,12 +20,12 @@ use std::sync::Arc;
 use crate::checkpoint::Checkpoint;
 use crate::commit_log::preallocate::PREPARING_SUFFIX;
 use crate::commit_log::record::{
-    checked_bytes, decode_header, decode_record, RecordKind, HEADER_BYTES,
+    checked_bytes, decode_header, decode_record, OriginRef, RecordKind, HEADER_BYTES,
 };
 use crate::commit_log::segment::Segment;
 use crate::commit_log::{CommitLog, COMMIT_LOG_DIR};
-use crate::consume_queue::{ConsumeQueue, ConsumeQueues, QueueKey};
-use crate::decisions::Decisions;
+use crate::consume_queue::{ConsumeQueue, ConsumeQueues, QueueKey, TimedQueue};
+use crate::decisions::{Decision, Decisions};
 use crate::dispatch::{dispatch_range, dispatch_target, DeliveryCursors, DispatchProgress};
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{create_dir_synced, FileSystem, OpenMode};
@@ -95,6 +95,9 @@ pub struct RecoveryReport {
     /// Consumer offsets that pointed past their recovered queue and were lowered to its end:
     /// (group, topic, queue, from, to). Filled in by the store after recovery.
     pub consumer_offsets_clamped: Vec<(String, String, u32, u64, u64)>,
+    /// Decision files found shorter than their fixed length (cut by damage, or left by a crash
+    /// while being created), whose slots were rebuilt from the log (R27).
+    pub decision_files_rebuilt: Vec<PathBuf>,
 }
 
 impl RecoveryReport {
@@ -105,6 +108,7 @@ impl RecoveryReport {
             || self.segments_removed_with_data > 0
             || !self.queues_rebuilt.is_empty()
             || !self.consumer_offsets_clamped.is_empty()
+            || !self.decision_files_rebuilt.is_empty()
             || matches!(self.checkpoint, CheckpointUse::Rejected { .. })
     }
 }
@@ -268,6 +272,8 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
 
     // Consume queues: truncate to the checkpointed counts, rebuild the damaged ones.
     let decisions = Decisions::new(config.fs.clone(), &config.dir);
+    // Before anything opens a decision file (opening brings it to its full length).
+    let short_decision_files = decisions.short_files()?;
     let queues = ConsumeQueues::new(
         fs.clone(),
         &config.dir,
@@ -340,6 +346,8 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
     }
     let replay = dispatch_range(&log, &queues, &decisions, &cursors, scan_from, end, None)?;
     entries_replayed += replay.entries;
+    let decision_files_rebuilt =
+        rebuild_short_decision_files(&log, &decisions, short_decision_files)?;
     queues.sync_all()?;
     decisions.sync_all()?;
 
@@ -367,6 +375,7 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered> {
             queues_rebuilt,
             entries_replayed,
             consumer_offsets_clamped: Vec::new(),
+            decision_files_rebuilt,
         },
     })
 }
@@ -433,6 +442,51 @@ fn open_segments(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<Segment>, Vec<P
         });
     }
     Ok((segments, removed))
+}
+
+/// Rebuilds the slots of decision files shorter than their fixed length from the delivery and
+/// cancel records of the whole log (one scan, only when such a file exists), and brings each
+/// to its full length so the next open does not scan again. Returns their paths.
+fn rebuild_short_decision_files(
+    log: &CommitLog,
+    decisions: &Decisions,
+    short: Vec<(TimedQueue, u64, PathBuf)>,
+) -> Result<Vec<PathBuf>> {
+    if short.is_empty() {
+        return Ok(Vec::new());
+    }
+    let file_of = |queue: TimedQueue, index: u64| {
+        let first = index - index % crate::decisions::DECISION_FILE_SLOTS;
+        short.iter().any(|(q, f, _)| *q == queue && *f == first)
+    };
+    let end = log.written_end();
+    let mut pos = log.start_offset();
+    let mut header_buf = [0u8; HEADER_BYTES];
+    while pos.saturating_add(HEADER_BYTES as u64) <= end {
+        log.read_at(pos, &mut header_buf)?;
+        let header = decode_header(&header_buf, pos).map_err(|kind| log.corruption(pos, kind))?;
+        let decision = match header.kind {
+            RecordKind::Delivery => Some(Decision::Delivered(pos)),
+            RecordKind::Cancel => Some(Decision::Cancelled(pos)),
+            RecordKind::Message | RecordKind::Filler | RecordKind::Hop | RecordKind::Discard => {
+                None
+            }
+        };
+        if let Some(decision) = decision {
+            let bytes = log.read_record(pos)?;
+            let record = decode_record(&bytes, pos).map_err(|kind| log.corruption(pos, kind))?;
+            let origin =
+                OriginRef::decode(record.body).map_err(|kind| log.corruption(pos, kind))?;
+            if file_of(origin.first, origin.first_offset) {
+                decisions.set(origin.first, origin.first_offset, decision)?;
+            }
+        }
+        pos = pos.saturating_add(u64::from(header.total_bytes.max(1)));
+    }
+    for (queue, first, _) in &short {
+        decisions.ensure(*queue, *first)?;
+    }
+    Ok(short.into_iter().map(|(_, _, path)| path).collect())
 }
 
 /// A checkpoint is usable if it ends exactly where its last record (plus, at a segment's end,

@@ -137,6 +137,7 @@ fn summary(
         "queues_truncated": keys(&report.queues_truncated),
         "queues_rebuilt": keys(&report.queues_rebuilt),
         "entries_replayed": report.entries_replayed,
+        "decision_files_rebuilt": report.decision_files_rebuilt.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "consumer_offsets_clamped": report.consumer_offsets_clamped.iter().map(|(g, t, q, from, to)| serde_json::json!({
             "group": g, "topic": t, "queue": q, "from": from, "to": to,
         })).collect::<Vec<_>>(),

@@ -115,22 +115,26 @@ impl Inner {
     /// The decision recorded for a delayed message, if the record it points at still says so
     /// (a slot may outlive a record that a crash took away: see [`crate::decisions`]).
     pub(super) fn decision(&self, origin: &OriginRef) -> Result<Option<Decision>> {
-        let Some(decision) = self.decisions.get(origin.first, origin.first_offset)? else {
+        let slot = self.decisions.slot(origin.first, origin.first_offset)?;
+        if slot == 0 {
             return Ok(None);
+        }
+        let Some(decision) = Decision::decode(slot) else {
+            return self.find_decision_in_log(origin);
         };
         let at = decision.record_offset();
         let in_log = at >= self.log.start_offset()
             && at.saturating_add(HEADER_BYTES as u64) <= self.log.written_end();
         if !in_log {
-            return Ok(None);
+            return self.find_decision_in_log(origin);
         }
         let bytes = match self.log.read_record(at) {
             Ok(bytes) => bytes,
-            Err(Error::Corruption { .. }) => return Ok(None),
+            Err(Error::Corruption { .. }) => return self.find_decision_in_log(origin),
             Err(err) => return Err(err),
         };
         let Ok(record) = decode_record(&bytes, at) else {
-            return Ok(None);
+            return self.find_decision_in_log(origin);
         };
         let kind_matches = matches!(
             (decision, record.header.kind),
@@ -139,7 +143,57 @@ impl Inner {
         );
         let names_origin =
             OriginRef::decode(record.body).is_ok_and(|o| o.log_offset == origin.log_offset);
-        Ok((kind_matches && names_origin).then_some(decision))
+        if kind_matches && names_origin {
+            return Ok(Some(decision));
+        }
+        // The slot names a record that is not this message's decision: damaged, or left by a
+        // crash that lost its record (R23). Only the log can tell: look for the deciding record.
+        self.find_decision_in_log(origin)
+    }
+
+    /// Searches the log after a message for the delivery or cancel record that names it (rare:
+    /// only when its decision slot does not check out), and repairs the slot if one is found.
+    fn find_decision_in_log(&self, origin: &OriginRef) -> Result<Option<Decision>> {
+        let end = self.log.written_end();
+        let mut at = origin.log_offset.max(self.log.start_offset());
+        let mut header = [0u8; HEADER_BYTES];
+        while at.saturating_add(HEADER_BYTES as u64) <= end {
+            if self.log.read_at(at, &mut header).is_err() {
+                break;
+            }
+            let Ok(head) = decode_header(&header, at) else {
+                break;
+            };
+            let decision = match head.kind {
+                RecordKind::Delivery => Some(Decision::Delivered(at)),
+                RecordKind::Cancel => Some(Decision::Cancelled(at)),
+                RecordKind::Message
+                | RecordKind::Filler
+                | RecordKind::Hop
+                | RecordKind::Discard => None,
+            };
+            if let Some(decision) = decision {
+                let names_origin = self
+                    .log
+                    .read_record(at)
+                    .ok()
+                    .and_then(|bytes| {
+                        decode_record(&bytes, at)
+                            .ok()
+                            .and_then(|r| OriginRef::decode(r.body).ok())
+                    })
+                    .is_some_and(|o| o.log_offset == origin.log_offset);
+                if names_origin {
+                    self.decisions
+                        .set(origin.first, origin.first_offset, decision)?;
+                    return Ok(Some(decision));
+                }
+            }
+            at = at.saturating_add(u64::from(head.total_bytes.max(1)));
+        }
+        // None: the slot is cleared, so the next lookup does not search again.
+        self.decisions.clear(origin.first, origin.first_offset)?;
+        Ok(None)
     }
 
     /// Appends a cancel record for a pending message and records the decision. The caller
