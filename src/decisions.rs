@@ -20,6 +20,10 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::commit_log::record::{
+    decode_header, decode_record, OriginRef, RecordKind, HEADER_BYTES,
+};
+use crate::commit_log::CommitLog;
 use crate::consume_queue::TimedQueue;
 use crate::error::{Error, Result};
 use crate::io::{FileSystem, SlotFile};
@@ -68,6 +72,49 @@ impl Decision {
             _ => None,
         }
     }
+}
+
+/// Walks the records of `log` from `from` to its written end and calls `visit` with the
+/// decision each delivery or cancel record makes and the message it names, until `visit`
+/// returns `true`. Stops quietly at the first record it cannot read (a rare path: only for
+/// slots that do not check out, and for decision files rebuilt at open).
+pub fn scan_log(
+    log: &CommitLog,
+    from: u64,
+    mut visit: impl FnMut(Decision, &OriginRef) -> Result<bool>,
+) -> Result<()> {
+    let end = log.written_end();
+    let mut at = from.max(log.start_offset());
+    let mut header = [0u8; HEADER_BYTES];
+    while at.saturating_add(HEADER_BYTES as u64) <= end {
+        if log.read_at(at, &mut header).is_err() {
+            break;
+        }
+        let Ok(head) = decode_header(&header, at) else {
+            break;
+        };
+        let decision = match head.kind {
+            RecordKind::Delivery => Some(Decision::Delivered(at)),
+            RecordKind::Cancel => Some(Decision::Cancelled(at)),
+            RecordKind::Message | RecordKind::Filler | RecordKind::Hop | RecordKind::Discard => {
+                None
+            }
+        };
+        if let Some(decision) = decision {
+            let origin = log.read_record(at).ok().and_then(|bytes| {
+                decode_record(&bytes, at)
+                    .ok()
+                    .and_then(|record| OriginRef::decode(record.body).ok())
+            });
+            if let Some(origin) = origin {
+                if visit(decision, &origin)? {
+                    return Ok(());
+                }
+            }
+        }
+        at = at.saturating_add(u64::from(head.total_bytes.max(1)));
+    }
+    Ok(())
 }
 
 /// Every decision column of a store.

@@ -20,12 +20,12 @@ use std::sync::Arc;
 use crate::checkpoint::Checkpoint;
 use crate::commit_log::preallocate::PREPARING_SUFFIX;
 use crate::commit_log::record::{
-    checked_bytes, decode_header, decode_record, OriginRef, RecordKind, HEADER_BYTES,
+    checked_bytes, decode_header, decode_record, RecordKind, HEADER_BYTES,
 };
 use crate::commit_log::segment::Segment;
 use crate::commit_log::{CommitLog, COMMIT_LOG_DIR};
 use crate::consume_queue::{ConsumeQueue, ConsumeQueues, QueueKey, TimedQueue};
-use crate::decisions::{Decision, Decisions};
+use crate::decisions::Decisions;
 use crate::dispatch::{dispatch_range, dispatch_target, DeliveryCursors, DispatchProgress};
 use crate::error::{DecodeError, Error, Result};
 use crate::io::{create_dir_synced, FileSystem, OpenMode};
@@ -459,30 +459,12 @@ fn rebuild_short_decision_files(
         let first = index - index % crate::decisions::DECISION_FILE_SLOTS;
         short.iter().any(|(q, f, _)| *q == queue && *f == first)
     };
-    let end = log.written_end();
-    let mut pos = log.start_offset();
-    let mut header_buf = [0u8; HEADER_BYTES];
-    while pos.saturating_add(HEADER_BYTES as u64) <= end {
-        log.read_at(pos, &mut header_buf)?;
-        let header = decode_header(&header_buf, pos).map_err(|kind| log.corruption(pos, kind))?;
-        let decision = match header.kind {
-            RecordKind::Delivery => Some(Decision::Delivered(pos)),
-            RecordKind::Cancel => Some(Decision::Cancelled(pos)),
-            RecordKind::Message | RecordKind::Filler | RecordKind::Hop | RecordKind::Discard => {
-                None
-            }
-        };
-        if let Some(decision) = decision {
-            let bytes = log.read_record(pos)?;
-            let record = decode_record(&bytes, pos).map_err(|kind| log.corruption(pos, kind))?;
-            let origin =
-                OriginRef::decode(record.body).map_err(|kind| log.corruption(pos, kind))?;
-            if file_of(origin.first, origin.first_offset) {
-                decisions.set(origin.first, origin.first_offset, decision)?;
-            }
+    crate::decisions::scan_log(log, log.start_offset(), |decision, origin| {
+        if file_of(origin.first, origin.first_offset) {
+            decisions.set(origin.first, origin.first_offset, decision)?;
         }
-        pos = pos.saturating_add(u64::from(header.total_bytes.max(1)));
-    }
+        Ok(false)
+    })?;
     for (queue, first, _) in &short {
         decisions.ensure(*queue, *first)?;
     }

@@ -154,46 +154,21 @@ impl Inner {
     /// Searches the log after a message for the delivery or cancel record that names it (rare:
     /// only when its decision slot does not check out), and repairs the slot if one is found.
     fn find_decision_in_log(&self, origin: &OriginRef) -> Result<Option<Decision>> {
-        let end = self.log.written_end();
-        let mut at = origin.log_offset.max(self.log.start_offset());
-        let mut header = [0u8; HEADER_BYTES];
-        while at.saturating_add(HEADER_BYTES as u64) <= end {
-            if self.log.read_at(at, &mut header).is_err() {
-                break;
+        let mut found = None;
+        crate::decisions::scan_log(&self.log, origin.log_offset, |decision, named| {
+            if named.log_offset == origin.log_offset {
+                found = Some(decision);
             }
-            let Ok(head) = decode_header(&header, at) else {
-                break;
-            };
-            let decision = match head.kind {
-                RecordKind::Delivery => Some(Decision::Delivered(at)),
-                RecordKind::Cancel => Some(Decision::Cancelled(at)),
-                RecordKind::Message
-                | RecordKind::Filler
-                | RecordKind::Hop
-                | RecordKind::Discard => None,
-            };
-            if let Some(decision) = decision {
-                let names_origin = self
-                    .log
-                    .read_record(at)
-                    .ok()
-                    .and_then(|bytes| {
-                        decode_record(&bytes, at)
-                            .ok()
-                            .and_then(|r| OriginRef::decode(r.body).ok())
-                    })
-                    .is_some_and(|o| o.log_offset == origin.log_offset);
-                if names_origin {
-                    self.decisions
-                        .set(origin.first, origin.first_offset, decision)?;
-                    return Ok(Some(decision));
-                }
-            }
-            at = at.saturating_add(u64::from(head.total_bytes.max(1)));
+            Ok(found.is_some())
+        })?;
+        match found {
+            Some(decision) => self
+                .decisions
+                .set(origin.first, origin.first_offset, decision)?,
+            // The slot is cleared, so the next lookup does not search again.
+            None => self.decisions.clear(origin.first, origin.first_offset)?,
         }
-        // None: the slot is cleared, so the next lookup does not search again.
-        self.decisions.clear(origin.first, origin.first_offset)?;
-        Ok(None)
+        Ok(found)
     }
 
     /// Appends a cancel record for a pending message and records the decision. The caller
