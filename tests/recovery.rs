@@ -1064,18 +1064,6 @@ fn r24_log_and_queues_start_after_retention() {
     store.close().unwrap();
 }
 
-/// Waits (bounded) until `done` holds.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not happen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-}
-
 /// Without a usable checkpoint, after retention deleted the records of a timer slot's first
 /// entries (their delivery records survive, later in the log), the slot keeps its numbering:
 /// a queue restarted at 0 gave new messages offsets that the old delivery records already
@@ -1101,18 +1089,18 @@ fn r25_timed_queue_numbering_kept_without_checkpoint() {
     for i in 0..20 {
         store.put(&delayed(i)).unwrap();
     }
-    wait_for("dispatch", || pending_timers(&store) == 20);
+    common::wait_until("dispatch", || pending_timers(&store) == 20);
     for i in 0..200 {
         store.put(&plain(i)).unwrap();
     }
     // A whole number of tier-0 wheel turns (32 ms): the new messages below take the same slot.
     clock.advance_ms(1_024);
-    wait_for("delivery", || pending_timers(&store) == 0);
+    common::wait_until("delivery", || pending_timers(&store) == 0);
     for i in 200..300 {
         store.put(&plain(i)).unwrap();
     }
     store.flush().unwrap();
-    wait_for("retention", || {
+    common::wait_until("retention", || {
         store.flush().unwrap();
         store.stats().log_start_offset > 0
     });
@@ -1129,9 +1117,9 @@ fn r25_timed_queue_numbering_kept_without_checkpoint() {
     for i in 20..40 {
         store.put(&delayed(i)).unwrap();
     }
-    wait_for("dispatch", || pending_timers(&store) == 20);
+    common::wait_until("dispatch", || pending_timers(&store) == 20);
     clock.advance_ms(1_000);
-    wait_for("delivery", || pending_timers(&store) == 0);
+    common::wait_until("delivery", || pending_timers(&store) == 0);
     let got: BTreeSet<String> = common::read_queue(&store, "alpha", 0)
         .into_iter()
         .chain(common::read_queue(&store, "alpha", 1))
@@ -1233,7 +1221,7 @@ fn r27_short_decision_file_rebuilt() {
         "{report:?}"
     );
     clock.advance_ms(10_000);
-    wait_for("delivery", || {
+    common::wait_until("delivery", || {
         store.stats().pending_per_tier.iter().sum::<u64>() == 0
     });
     let got: Vec<_> = (0..store.queue_count("alpha").unwrap())

@@ -31,6 +31,8 @@
 //! files: every position of the written slots, a stride over the zero rest).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::panic;
 use std::path::{Path, PathBuf};
@@ -94,14 +96,6 @@ struct Image {
     known: Vec<Known>,
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Arbitrary delays of the timer messages (message `i` with `i % 5 == 2`, taking these in
 /// turn). Of those put before the first clock steps, the 40 ms ones are delivered through a
 /// hop to tier 0 and the 3 s ones hop from tier 2 to tier 1 while the image is made; the 90 s
@@ -159,7 +153,7 @@ fn image_message(i: usize) -> Message {
 fn step_clock(store: &Store, clock: &ManualClock, ms: u64) {
     clock.advance_ms(ms);
     let now = clock_now(clock);
-    wait_until("delivery", || {
+    common::wait_until("delivery", || {
         let stats = store.stats();
         stats.dispatched_end_offset >= stats.written_end_offset
             && stats.next_due_ms.is_none_or(|d| d > now)
@@ -196,7 +190,7 @@ fn build(crashed: bool) -> Image {
         }
     }
     store.commit_offset("g", TOPICS[0], 0, 3).unwrap();
-    wait_until("dispatch", || {
+    common::wait_until("dispatch", || {
         store.stats().dispatched_end_offset >= store.stats().written_end_offset
     });
     let fs = if crashed {
@@ -853,10 +847,10 @@ fn a_corrupt_due_time_in_a_level_record_does_not_hold_its_level_back() {
     fs.write_file_synced(&segment, &bytes).unwrap();
     clock.advance_ms(1_000);
     let store = Store::open(DIR, options(Arc::new(fs.clone()), &clock)).unwrap();
-    wait_until("the corrupt head is discarded", || {
+    common::wait_until("the corrupt head is discarded", || {
         store.stats().undeliverable == 1
     });
-    wait_until("the rest of the level is delivered", || {
+    common::wait_until("the rest of the level is delivered", || {
         store
             .pull("sa", second.queue, 0, 10)
             .unwrap()
@@ -902,7 +896,7 @@ fn a_damaged_decision_slot_does_not_deliver_a_cancelled_message() {
         fs.write_file_synced(&file, &bytes).unwrap();
         clock.advance_ms(1_000);
         let store = Store::open(DIR, options(Arc::new(fs.clone()), &clock)).unwrap();
-        wait_until("the level is drained", || {
+        common::wait_until("the level is drained", || {
             let stats = store.stats();
             stats.next_due_ms.is_none() && stats.dispatched_end_offset >= stats.written_end_offset
         });
@@ -957,7 +951,7 @@ fn a_level_entry_pointing_at_another_record_is_not_delivered() {
     fs.write_file_synced(&entry, &bytes).unwrap();
     clock.advance_ms(1_000);
     let store = Store::open(DIR, options(Arc::new(fs.clone()), &clock)).unwrap();
-    wait_until("the level is drained", || {
+    common::wait_until("the level is drained", || {
         let stats = store.stats();
         stats.next_due_ms.is_none() && stats.dispatched_end_offset >= stats.written_end_offset
     });

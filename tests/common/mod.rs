@@ -61,6 +61,16 @@ pub fn pull_all(
     out
 }
 
+/// Waits (bounded: 20 s, for a loaded machine) until `done` holds; fails the test naming
+/// `what` otherwise.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Waits (bounded) until (topic, queue) has at least `count` visible entries; returns the
 /// count seen last. Dispatch is asynchronous, so a fresh put may take a moment to show.
 pub fn wait_queue_end(store: &Store, topic: &str, queue: u32, count: u64) -> u64 {
