@@ -862,11 +862,8 @@ impl Inner {
         let mut out = Vec::with_capacity(usize::try_from(end.saturating_sub(start)).unwrap_or(0));
         for index in start..end {
             let entry = cq.get(index)?;
-            let bytes = match self.read_checked(entry.log_offset) {
-                Ok(bytes) => bytes,
-                // Retention deleted its segment while we read.
-                Err(_) if entry.log_offset < self.log.start_offset() => continue,
-                Err(err) => return Err(err),
+            let Some(bytes) = self.read_unless_retired(entry.log_offset)? else {
+                continue;
             };
             let record = decode_record(&bytes, entry.log_offset)
                 .map_err(|kind| self.log.corruption(entry.log_offset, kind))?;
@@ -889,11 +886,8 @@ impl Inner {
                     // Forced out of the log under disk pressure (counted when deleted).
                     continue;
                 }
-                let origin_bytes = match self.read_checked(origin.log_offset) {
-                    Ok(bytes) => bytes,
-                    // Retention deleted the origin's segment while we read.
-                    Err(_) if origin.log_offset < self.log.start_offset() => continue,
-                    Err(err) => return Err(err),
+                let Some(origin_bytes) = self.read_unless_retired(origin.log_offset)? else {
+                    continue;
                 };
                 let origin_record = decode_record(&origin_bytes, origin.log_offset)
                     .map_err(|kind| self.log.corruption(origin.log_offset, kind))?;
@@ -907,6 +901,15 @@ impl Inner {
     }
 
     /// Reads a record's checked bytes.
+    /// The record at `log_offset`, or `None` if retention deleted its segment while we read.
+    fn read_unless_retired(&self, log_offset: u64) -> Result<Option<Vec<u8>>> {
+        match self.read_checked(log_offset) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(_) if log_offset < self.log.start_offset() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     fn read_checked(&self, log_offset: u64) -> Result<Vec<u8>> {
         self.log.read_record(log_offset)
     }
